@@ -1,0 +1,126 @@
+"""Who is calling: voters by JWT (contract section 5) and staff by bearer token.
+
+Voter tokens are HS256 JWTs signed with VOTER_TOKEN_SECRET whose `sub` is the voter id;
+when an RS256 public key is configured, tokens minted by an external sign-in (WeChat,
+SMS) with the matching private key are accepted too, with no code change.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+import jwt
+
+from shared.errors import Forbidden, Unauthorized
+
+ISSUER = "votes"
+AUDIENCE = "votes-voter"
+_LEEWAY = timedelta(seconds=30)
+
+
+@dataclass(frozen=True)
+class IssuedToken:
+    token: str
+    voter_id: str
+    expires_at: datetime
+
+
+class VoterTokens:
+    def __init__(self, secret: str, public_key: str | None = None) -> None:
+        if len(secret) < 32:
+            raise ValueError("VOTER_TOKEN_SECRET must be at least 32 characters")
+        self._secret = secret
+        self._public_key = public_key or None
+
+    def issue(self, now: datetime, ttl: timedelta = timedelta(days=30)) -> IssuedToken:
+        voter_id = f"v-{uuid.uuid4().hex}"
+        expires = now + ttl
+        claims = {"sub": voter_id, "iat": now, "exp": expires, "iss": ISSUER, "aud": AUDIENCE}
+        token = jwt.encode(claims, self._secret, algorithm="HS256")
+        return IssuedToken(token, voter_id, expires)
+
+    def verify(self, token: str) -> str:
+        """The voter id of a valid token; Unauthorized otherwise."""
+        try:
+            header = jwt.get_unverified_header(token)
+            algorithm = header.get("alg")
+            if algorithm == "HS256":
+                key: str = self._secret
+            elif algorithm == "RS256" and self._public_key:
+                key = self._public_key
+            else:
+                raise Unauthorized("the voter token's algorithm is not accepted")
+            claims = jwt.decode(
+                token,
+                key,
+                algorithms=[algorithm],
+                audience=AUDIENCE,
+                issuer=ISSUER,
+                leeway=_LEEWAY,
+                options={"require": ["sub", "exp"]},
+            )
+        except jwt.ExpiredSignatureError as exc:
+            raise Unauthorized("the voter token has expired", code="token_expired") from exc
+        except jwt.PyJWTError as exc:
+            raise Unauthorized("the voter token is not valid", code="invalid_token") from exc
+        subject = claims["sub"]
+        if not isinstance(subject, str) or not 1 <= len(subject) <= 128:
+            raise Unauthorized("the voter token has no usable subject", code="invalid_token")
+        return subject
+
+
+def bearer(authorization: str | None) -> str | None:
+    if not authorization:
+        return None
+    scheme, _, value = authorization.partition(" ")
+    if scheme.lower() != "bearer" or not value.strip():
+        return None
+    return value.strip()
+
+
+def voter_from_header(tokens: VoterTokens, authorization: str | None) -> str:
+    token = bearer(authorization)
+    if token is None:
+        raise Unauthorized("send the voter token as 'Authorization: Bearer <token>'")
+    return tokens.verify(token)
+
+
+class StaffTokens:
+    """STAFF_TOKENS = name=sha256hex,...: only hashes of the tokens are configured."""
+
+    def __init__(self, spec: str) -> None:
+        self._by_hash: dict[str, str] = {}
+        for item in filter(None, (part.strip() for part in spec.split(","))):
+            name, sep, digest = item.partition("=")
+            digest = digest.strip().lower()
+            if not sep or not name.strip() or len(digest) != 64:
+                raise ValueError("STAFF_TOKENS must look like name=<sha256 hex>,...")
+            int(digest, 16)
+            self._by_hash[digest] = name.strip()
+
+    def identify(self, authorization: str | None) -> str | None:
+        """The staff member's name, or None when the header carries no valid staff token."""
+        token = bearer(authorization)
+        if token is None:
+            return None
+        digest = hashlib.sha256(token.encode()).hexdigest()
+        for known, name in self._by_hash.items():
+            if hmac.compare_digest(known, digest):
+                return name
+        return None
+
+    def require(self, authorization: str | None) -> str:
+        if bearer(authorization) is None:
+            raise Unauthorized("this call needs a staff token")
+        name = self.identify(authorization)
+        if name is None:
+            raise Forbidden("the staff token is not valid", code="forbidden")
+        return name
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)

@@ -1,0 +1,127 @@
+"""Kafka plumbing: the broker every service builds, topics created at start, consumer lag,
+and the dead-letter record.
+
+Producers wait for every in-sync replica (`acks=all`) with idempotence on, so a retried
+send never duplicates a record; a short linger lets concurrent requests share a batch.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import logging
+from collections.abc import Iterable
+from datetime import UTC, datetime
+from typing import Any
+
+from aiokafka import ConsumerRecord, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import KafkaError, TopicAlreadyExistsError
+from faststream.kafka import KafkaBroker
+from prometheus_client import Gauge
+
+from shared.events import ALL_TOPICS, VoteDeadLettered
+from shared.settings import ServiceSettings
+
+log = logging.getLogger(__name__)
+
+# Vote topics are the system of record for a campaign: keep every record until the
+# operator deletes the topic (counts can be rebuilt from them, contract section 7).
+TOPIC_CONFIG: dict[str, str] = {"retention.ms": "-1", "cleanup.policy": "delete"}
+
+CONSUMER_LAG = Gauge(
+    "kafka_consumer_lag_messages",
+    "Records in a partition not yet processed by the consumer group (highwater - position)",
+    ["group", "topic", "partition"],
+)
+
+
+def make_broker(settings: ServiceSettings, *, client_id: str, **extra: Any) -> KafkaBroker:
+    return KafkaBroker(
+        settings.kafka_bootstrap_servers,
+        client_id=client_id,
+        acks="all",
+        enable_idempotence=True,
+        linger_ms=2,
+        max_batch_size=256 * 1024,
+        request_timeout_ms=5_000,
+        retry_backoff_ms=100,
+        allow_auto_create_topics=False,
+        graceful_timeout=10.0,
+        logger=logging.getLogger(f"{client_id}.broker"),
+        **extra,
+    )
+
+
+async def ensure_topics(
+    bootstrap: str,
+    *,
+    partitions: int,
+    replication: int,
+    topics: Iterable[str] = ALL_TOPICS,
+) -> None:
+    """Create the topics that are missing; safe to run from every replica at once."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=10_000)
+    await admin.start()
+    try:
+        existing = set(await admin.list_topics())
+        missing = [
+            NewTopic(t, partitions, replication, topic_configs=TOPIC_CONFIG)
+            for t in topics
+            if t not in existing
+        ]
+        if missing:
+            try:
+                await admin.create_topics(missing)
+            except TopicAlreadyExistsError:
+                pass  # another replica won the race; the topic is there either way
+            log.info("created topics %s", [t.name for t in missing])
+    finally:
+        await admin.close()
+
+
+async def wait_for_topics(settings: ServiceSettings, *, attempts: int = 60) -> None:
+    """Retry topic creation while the broker is starting; give up after `attempts` s."""
+    for attempt in range(attempts):
+        try:
+            await ensure_topics(
+                settings.kafka_bootstrap_servers,
+                partitions=settings.kafka_topic_partitions,
+                replication=settings.kafka_replication_factor,
+            )
+            return
+        except (KafkaError, OSError) as exc:
+            if attempt == attempts - 1:
+                raise
+            log.warning("kafka not reachable yet (%s); retrying", exc)
+            await asyncio.sleep(1)
+
+
+def dead_letter(record: ConsumerRecord[Any, Any], error: str, group: str) -> VoteDeadLettered:
+    value = record.value if isinstance(record.value, bytes) else b""
+    key = record.key if isinstance(record.key, bytes) else None
+    return VoteDeadLettered(
+        raw=base64.b64encode(value).decode(),
+        key=base64.b64encode(key).decode() if key is not None else None,
+        topic=record.topic,
+        partition=record.partition,
+        offset=record.offset,
+        error=error[:1000],
+        consumer=group,
+        failed_at=datetime.now(UTC),
+    )
+
+
+async def report_lag(consumer: Any, group: str) -> None:
+    """Export highwater - position for every partition the consumer holds."""
+    assignment: set[TopicPartition] = consumer.assignment()
+    for tp in assignment:
+        highwater = consumer.highwater(tp)
+        if highwater is None:
+            continue
+        try:
+            position = await consumer.position(tp)
+        except KafkaError:
+            continue
+        lag = max(0, highwater - position)
+        CONSUMER_LAG.labels(group, tp.topic, str(tp.partition)).set(lag)

@@ -1,0 +1,102 @@
+"""PostgreSQL plumbing: one asyncpg pool per service, bound to the service's own schema,
+and versioned SQL migrations applied at start.
+
+Migrations are files `NNNN_name.sql` in the service's `migrations/` folder. They run in
+one transaction under an advisory lock keyed by the schema, and each applied version is
+recorded, so re-running is a no-op and two replicas starting at once apply them once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+from pathlib import Path
+
+import asyncpg
+
+log = logging.getLogger(__name__)
+
+_SCHEMA = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
+_MIGRATION = re.compile(r"^(\d{4})_[a-z0-9_]+\.sql$")
+
+
+def _check_schema(schema: str) -> str:
+    if not _SCHEMA.match(schema):
+        raise ValueError(f"invalid schema name {schema!r}")
+    return schema
+
+
+def migration_files(folder: Path) -> list[Path]:
+    files = sorted(p for p in folder.iterdir() if _MIGRATION.match(p.name))
+    versions = [p.name[:4] for p in files]
+    if len(set(versions)) != len(versions):
+        raise ValueError(f"{folder}: two migrations share a version number")
+    return files
+
+
+async def migrate(conn: asyncpg.Connection, schema: str, folder: Path) -> list[str]:
+    """Apply the pending migrations of `folder` to `schema`; return the versions applied."""
+    schema = _check_schema(schema)
+    applied: list[str] = []
+    async with conn.transaction():
+        await conn.execute("SELECT pg_advisory_xact_lock(hashtext($1))", f"migrate:{schema}")
+        await conn.execute(f"CREATE SCHEMA IF NOT EXISTS {schema}")
+        await conn.execute(
+            f"CREATE TABLE IF NOT EXISTS {schema}.schema_migrations ("
+            " version text PRIMARY KEY, name text NOT NULL,"
+            " applied_at timestamptz NOT NULL DEFAULT now())"
+        )
+        done = {
+            r["version"]
+            for r in await conn.fetch(f"SELECT version FROM {schema}.schema_migrations")  # noqa: S608 (schema matched _SCHEMA)
+        }
+        await conn.execute(f"SET LOCAL search_path TO {schema}")
+        for path in migration_files(folder):
+            version = path.name[:4]
+            if version in done:
+                continue
+            await conn.execute(path.read_text(encoding="utf-8"))
+            await conn.execute(
+                f"INSERT INTO {schema}.schema_migrations (version, name) VALUES ($1, $2)",  # noqa: S608
+                version,
+                path.name,
+            )
+            applied.append(version)
+    if applied:
+        log.info("schema %s: applied migrations %s", schema, applied)
+    return applied
+
+
+async def create_pool(dsn: str, schema: str, *, max_size: int = 10) -> asyncpg.Pool:
+    schema = _check_schema(schema)
+    pool = await asyncpg.create_pool(
+        dsn,
+        min_size=1,
+        max_size=max_size,
+        command_timeout=30,
+        server_settings={"search_path": schema, "application_name": schema},
+    )
+    if pool is None:
+        raise RuntimeError("asyncpg returned no pool")
+    return pool
+
+
+async def connect_and_migrate(
+    dsn: str, schema: str, folder: Path, *, max_size: int = 10, attempts: int = 60
+) -> asyncpg.Pool:
+    """Wait for the database (it may still be starting), migrate, then open the pool."""
+    for attempt in range(attempts):
+        try:
+            conn = await asyncpg.connect(dsn, timeout=5)
+            break
+        except (TimeoutError, OSError, asyncpg.PostgresError) as exc:
+            if attempt == attempts - 1:
+                raise
+            log.warning("postgres not reachable yet (%s); retrying", exc)
+            await asyncio.sleep(1)
+    try:
+        await migrate(conn, schema, folder)
+    finally:
+        await conn.close()
+    return await create_pool(dsn, schema, max_size=max_size)

@@ -1,0 +1,73 @@
+"""Running a service: logging, the uvicorn server, and the watcher behind /readyz."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+
+import uvicorn
+from starlette.applications import Starlette
+
+from shared import logs
+from shared.http import Health
+
+log = logging.getLogger(__name__)
+
+Probe = Callable[[], Awaitable[bool]]
+
+
+async def watch_dependencies(
+    health: Health, probes: Mapping[str, Probe], *, interval: float = 2.0
+) -> None:
+    """Probe each dependency forever; /readyz answers from the last results."""
+    while True:
+        for name, probe in probes.items():
+            try:
+                up = await asyncio.wait_for(probe(), timeout=interval)
+            except Exception:  # any failure of a probe means "not reachable"
+                up = False
+            health.set(name, up)
+        await asyncio.sleep(interval)
+
+
+@contextlib.asynccontextmanager
+async def background(coro: Awaitable[None], name: str) -> AsyncIterator[None]:
+    task = asyncio.ensure_future(coro)
+    task.set_name(name)
+    try:
+        yield
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+
+def serve(app: Starlette, *, service: str, host: str, port: int, level: str) -> None:
+    logs.configure(service, level)
+    config = uvicorn.Config(
+        app,
+        host=host,
+        port=port,
+        loop="uvloop",
+        http="httptools",
+        log_config=None,
+        access_log=False,
+        timeout_graceful_shutdown=10,
+        proxy_headers=False,  # client addresses are resolved by the app's trusted-proxy rule
+    )
+    uvicorn.Server(config).run()
+
+
+def build_or_exit(factory: Callable[[], Starlette]) -> Starlette:
+    """Build the app; a bad catalog or setting stops the process with a plain message."""
+    from shared.errors import VotesError
+
+    try:
+        return factory()
+    except (VotesError, ValueError) as exc:
+        import sys
+
+        sys.stderr.write(f"cannot start: {exc}\n")
+        raise SystemExit(2) from None

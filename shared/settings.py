@@ -1,0 +1,50 @@
+"""Settings shared by every service; each service extends `ServiceSettings`.
+
+Every value comes from the environment (contract section 2). A bad or missing value stops
+the process at start with a message naming the variable. Secrets have no defaults: the
+local runner generates them into `.run/secrets.env`, Kubernetes mounts them from Secrets.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Literal, TypeVar
+
+from pydantic import Field, SecretStr, ValidationError
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DEMO_CATALOG = Path(__file__).parent / "demo_polls.yaml"
+
+S = TypeVar("S", bound="ServiceSettings")
+
+
+class ServiceSettings(BaseSettings):
+    model_config = SettingsConfigDict(extra="ignore", frozen=True, case_sensitive=False)
+
+    votes_env: Literal["development", "production"] = "development"
+    http_host: str = "127.0.0.1"
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    kafka_bootstrap_servers: str = "127.0.0.1:9092"
+    kafka_topic_partitions: int = Field(default=4, ge=1, le=1024)
+    kafka_replication_factor: int = Field(default=1, ge=1, le=7)
+    polls_file: Path = DEMO_CATALOG
+    build_version: str = "dev"
+
+
+class DatabaseSettings(ServiceSettings):
+    database_url: SecretStr = SecretStr("postgresql://127.0.0.1:5433/votes")
+    db_pool_max: int = Field(default=10, ge=1, le=200)
+
+
+def load_settings(cls: type[S]) -> S:
+    """Build settings from the environment or exit naming every bad variable."""
+    try:
+        return cls()
+    except ValidationError as exc:
+        lines = []
+        for error in exc.errors():
+            name = "_".join(str(part) for part in error["loc"]).upper()
+            lines.append(f"  {name}: {error['msg']}")
+        sys.stderr.write("invalid settings:\n" + "\n".join(lines) + "\n")
+        raise SystemExit(2) from None
