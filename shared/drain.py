@@ -13,12 +13,16 @@ from aiokafka.admin import AIOKafkaAdminClient
 
 class PipelineProbe:
     def __init__(self, bootstrap: str) -> None:
-        self._admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=5_000)
-        self._offsets = AIOKafkaConsumer(
-            bootstrap_servers=bootstrap, enable_auto_commit=False, request_timeout_ms=5_000
-        )
+        self._bootstrap = bootstrap
 
     async def start(self) -> None:
+        # aiokafka clients bind to the running loop, so they are built here, not in __init__.
+        self._admin = AIOKafkaAdminClient(
+            bootstrap_servers=self._bootstrap, request_timeout_ms=5_000
+        )
+        self._offsets = AIOKafkaConsumer(
+            bootstrap_servers=self._bootstrap, enable_auto_commit=False, request_timeout_ms=5_000
+        )
         await self._admin.start()
         await self._offsets.start()
 

@@ -1,0 +1,107 @@
+"""Wiring of the tally service: settings, broker, pool, hub and the HTTP app."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+from pathlib import Path
+
+from pydantic import Field
+from starlette.applications import Starlette
+
+from services.tally import consumer, store
+from services.tally.http import routes
+from services.tally.hub import ResultsHub
+from shared.auth import StaffTokens
+from shared.catalog import load_catalog
+from shared.drain import PipelineProbe
+from shared.events import TOPIC_ACCEPTED, TOPIC_SUBMITTED
+from shared.http import Health, build_app
+from shared.kafka import make_broker, report_lag, wait_for_topics
+from shared.pg import connect_and_migrate
+from shared.service import background, build_or_exit, serve, watch_dependencies
+from shared.settings import DatabaseSettings, load_settings
+
+SERVICE = "tally"
+MIGRATIONS = Path(__file__).parent / "migrations"
+
+
+class TallySettings(DatabaseSettings):
+    tally_port: int = Field(default=8083, ge=1, le=65535)
+    staff_tokens: str = ""
+
+
+def now() -> datetime:
+    return datetime.now(UTC)
+
+
+def create_app(settings: TallySettings) -> Starlette:
+    catalog = load_catalog(settings.polls_file)
+    staff = StaffTokens(settings.staff_tokens)
+    health = Health(SERVICE, ["kafka", "postgres"])
+    broker = make_broker(settings, client_id=SERVICE)
+    probe = PipelineProbe(settings.kafka_bootstrap_servers)
+    state: dict[str, object] = {}
+
+    async def read_counts() -> dict[str, dict[str, int]]:
+        return await store.read_counts(state["pool"])  # type: ignore[arg-type]
+
+    async def drained() -> bool:
+        lags = await probe.total_lag(
+            [("antifraud", TOPIC_SUBMITTED), (consumer.GROUP, TOPIC_ACCEPTED)]
+        )
+        return not any(lags.values())
+
+    hub = ResultsHub(catalog, read_counts, drained, now)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        await wait_for_topics(settings)
+        pool = await connect_and_migrate(
+            settings.database_url.get_secret_value(),
+            store.SCHEMA,
+            MIGRATIONS,
+            max_size=settings.db_pool_max,
+        )
+        state["pool"] = pool
+        subscriber = consumer.attach(broker, pool)
+        await probe.start()
+
+        async def kafka_up() -> bool:
+            if subscriber.consumer is not None:  # type: ignore[attr-defined]
+                await report_lag(subscriber.consumer, consumer.GROUP)  # type: ignore[attr-defined]
+            return await broker.ping(timeout=2.0)
+
+        async def pg_up() -> bool:
+            return bool(await pool.fetchval("SELECT 1") == 1)
+
+        probes = {"kafka": kafka_up, "postgres": pg_up}
+        async with broker:
+            await broker.start()
+            async with (
+                background(watch_dependencies(health, probes), "health"),
+                background(hub.run(), "results-hub"),
+            ):
+                yield
+        await probe.stop()
+        await pool.close()
+
+    return build_app(
+        SERVICE, settings.build_version, routes(catalog, hub, staff, now), health, lifespan
+    )
+
+
+def main() -> None:
+    settings = load_settings(TallySettings)
+    serve(
+        build_or_exit(lambda: create_app(settings)),
+        service=SERVICE,
+        host=settings.http_host,
+        port=settings.tally_port,
+        level=settings.log_level,
+    )
+
+
+if __name__ == "__main__":
+    main()
