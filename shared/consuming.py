@@ -11,6 +11,7 @@ dedupe by vote_id, so a replay has no second effect.
 from __future__ import annotations
 
 import asyncio
+import base64
 import logging
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, TypeVar
@@ -67,7 +68,9 @@ def decode_batch(
     return decoded, poisoned
 
 
-async def publish_dead_letters(broker: KafkaBroker, letters: Sequence[VoteDeadLettered]) -> None:
+async def publish_dead_letters(
+    broker: KafkaBroker, letters: Sequence[VoteDeadLettered], topic: str = TOPIC_DEADLETTER
+) -> None:
     for letter in letters:
         log.warning(
             "dead-lettered %s[%d]@%d: %s",
@@ -76,7 +79,8 @@ async def publish_dead_letters(broker: KafkaBroker, letters: Sequence[VoteDeadLe
             letter.offset,
             letter.error[:200],
         )
-        await broker.publish(letter.model_dump_json().encode(), TOPIC_DEADLETTER, key=letter.key)
+        key = base64.b64decode(letter.key) if letter.key is not None else None
+        await broker.publish(letter.model_dump_json().encode(), topic, key=key)
         DEADLETTERED.labels(letter.consumer, letter.topic).inc()
 
 
@@ -89,11 +93,14 @@ class BatchRunner:
         model: type[E],
         group: str,
         handle: Callable[[list[E]], Awaitable[None]],
+        *,
+        deadletter_topic: str = TOPIC_DEADLETTER,
     ) -> None:
         self.broker = broker
         self.model = model
         self.group = group
         self.handle = handle
+        self.deadletter_topic = deadletter_topic
         self.failures = 0
 
     async def __call__(self, msg: KafkaMessage) -> None:
@@ -101,7 +108,7 @@ class BatchRunner:
         try:
             events, poisoned = decode_batch(records, self.model, self.group)
             if poisoned:
-                await publish_dead_letters(self.broker, poisoned)
+                await publish_dead_letters(self.broker, poisoned, self.deadletter_topic)
             if events:
                 await self.handle(events)
         except Exception:

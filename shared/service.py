@@ -71,3 +71,21 @@ def build_or_exit(factory: Callable[[], Starlette]) -> Starlette:
 
         sys.stderr.write(f"cannot start: {exc}\n")
         raise SystemExit(2) from None
+
+
+def consumer_probes(
+    broker: object, subscriber: object, group: str, pool: object
+) -> dict[str, Probe]:
+    """Readiness of a consuming service: its broker (reporting lag on the way) and database."""
+    from shared.kafka import report_lag
+
+    async def kafka_up() -> bool:
+        consumer = getattr(subscriber, "consumer", None)
+        if consumer is not None:
+            await report_lag(consumer, group)
+        return bool(await broker.ping(timeout=2.0))  # type: ignore[attr-defined]
+
+    async def postgres_up() -> bool:
+        return bool(await pool.fetchval("SELECT 1") == 1)  # type: ignore[attr-defined]
+
+    return {"kafka": kafka_up, "postgres": postgres_up}

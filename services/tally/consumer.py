@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 
 import asyncpg
 from faststream.kafka import KafkaBroker
@@ -11,7 +11,7 @@ from prometheus_client import Counter, Histogram
 
 from services.tally import store
 from shared.consuming import BatchRunner, subscriber_options
-from shared.events import TOPIC_ACCEPTED, VoteAccepted
+from shared.events import TOPIC_ACCEPTED, TOPIC_DEADLETTER, VoteAccepted
 from shared.metrics import DELAY_BUCKETS
 
 GROUP = "tally"
@@ -24,18 +24,25 @@ COUNT_DELAY = Histogram(
 )
 
 
-def attach(broker: KafkaBroker, pool: asyncpg.Pool, clock: type[datetime] = datetime) -> object:
+def attach(
+    broker: KafkaBroker,
+    pool: asyncpg.Pool,
+    *,
+    topic: str = TOPIC_ACCEPTED,
+    group: str = GROUP,
+    deadletter_topic: str = TOPIC_DEADLETTER,
+) -> object:
     """Register the subscriber on the broker; returns it (for lag reporting)."""
 
     async def handle(votes: list[VoteAccepted]) -> None:
         counted = await store.count_batch(pool, votes)
-        now = clock.now().astimezone()
+        now = datetime.now(UTC)
         for vote in counted:
             VOTES_COUNTED.labels(vote.poll_id, vote.choice).inc()
             COUNT_DELAY.observe(max(0.0, (now - vote.received_at).total_seconds()))
 
-    runner = BatchRunner(broker, VoteAccepted, GROUP, handle)
-    subscriber = broker.subscriber(TOPIC_ACCEPTED, **subscriber_options(GROUP))
+    runner = BatchRunner(broker, VoteAccepted, group, handle, deadletter_topic=deadletter_topic)
+    subscriber = broker.subscriber(topic, **subscriber_options(group))
 
     async def on_vote_accepted(msg: KafkaMessage) -> None:
         await runner(msg)

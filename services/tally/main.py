@@ -18,9 +18,15 @@ from shared.catalog import load_catalog
 from shared.drain import PipelineProbe
 from shared.events import TOPIC_ACCEPTED, TOPIC_SUBMITTED
 from shared.http import Health, build_app
-from shared.kafka import make_broker, report_lag, wait_for_topics
+from shared.kafka import make_broker, wait_for_topics
 from shared.pg import connect_and_migrate
-from shared.service import background, build_or_exit, serve, watch_dependencies
+from shared.service import (
+    background,
+    build_or_exit,
+    consumer_probes,
+    serve,
+    watch_dependencies,
+)
 from shared.settings import DatabaseSettings, load_settings
 
 SERVICE = "tally"
@@ -68,15 +74,7 @@ def create_app(settings: TallySettings) -> Starlette:
         subscriber = consumer.attach(broker, pool)
         await probe.start()
 
-        async def kafka_up() -> bool:
-            if subscriber.consumer is not None:  # type: ignore[attr-defined]
-                await report_lag(subscriber.consumer, consumer.GROUP)  # type: ignore[attr-defined]
-            return await broker.ping(timeout=2.0)
-
-        async def pg_up() -> bool:
-            return bool(await pool.fetchval("SELECT 1") == 1)
-
-        probes = {"kafka": kafka_up, "postgres": pg_up}
+        probes = consumer_probes(broker, subscriber, consumer.GROUP, pool)
         async with broker:
             await broker.start()
             async with (
