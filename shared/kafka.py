@@ -36,21 +36,22 @@ CONSUMER_LAG = Gauge(
 )
 
 
-def make_broker(settings: ServiceSettings, *, client_id: str, **extra: Any) -> KafkaBroker:
-    return KafkaBroker(
-        settings.kafka_bootstrap_servers,
-        client_id=client_id,
-        acks="all",
-        enable_idempotence=True,
-        linger_ms=2,
-        max_batch_size=256 * 1024,
-        request_timeout_ms=5_000,
-        retry_backoff_ms=100,
-        allow_auto_create_topics=False,
-        graceful_timeout=10.0,
-        logger=logging.getLogger(f"{client_id}.broker"),
-        **extra,
-    )
+def make_broker(settings: ServiceSettings, *, client_id: str, **overrides: Any) -> KafkaBroker:
+    options: dict[str, Any] = {
+        "client_id": client_id,
+        "acks": "all",
+        "enable_idempotence": True,
+        "linger_ms": 2,
+        "max_batch_size": 256 * 1024,
+        "request_timeout_ms": 5_000,
+        "retry_backoff_ms": 100,
+        "allow_auto_create_topics": False,
+        "graceful_timeout": 10.0,
+        "logger": logging.getLogger(f"{client_id}.broker"),
+        # Per-message "Received/Processed" lines are debug detail, not operations news.
+        "log_level": logging.DEBUG,
+    }
+    return KafkaBroker(settings.kafka_bootstrap_servers, **(options | overrides))
 
 
 async def ensure_topics(

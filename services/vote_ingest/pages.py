@@ -1,0 +1,289 @@
+"""The voter's pages: the poll list (`/`) and the voting page (`/polls/{poll}`).
+
+Everything a voter must read (title, summary, state, times) is rendered here, so the page
+reads the same before, or without, its script; `static/app.js` adds voting, the countdown,
+live results and the prize-draw entry by calling the public API from the same origin.
+Every asset is served from `/static`: the pages must work on a closed network.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Final
+from urllib.parse import parse_qs, urlencode
+
+from jinja2 import Environment, FileSystemLoader, StrictUndefined
+from markdown_it import MarkdownIt
+from markupsafe import Markup
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, Response
+from starlette.routing import BaseRoute, Mount, Route
+from starlette.staticfiles import PathLike, StaticFiles
+from starlette.types import Scope
+
+from services.vote_ingest.i18n import (
+    DEFAULT_LANG,
+    HTML_LANG,
+    Lang,
+    js_strings,
+    parse_lang,
+    text,
+    zone_name,
+)
+from shared.catalog import OPTION_LABELS, Catalog, Poll, PollState
+
+HERE: Final = Path(__file__).parent
+STATIC_DIR: Final = HERE / "static"
+TEMPLATES_DIR: Final = HERE / "templates"
+API_BASE: Final = "/api/v1"
+LANG_COOKIE: Final = "lang"
+LANG_COOKIE_MAX_AGE: Final = 365 * 24 * 3600
+
+# Assets are referenced as /static/NAME?v=HASH: a URL that names the content can be cached
+# for a year, so a phone on a slow carrier fetches the script and style once per release.
+IMMUTABLE: Final = "public, max-age=31536000, immutable"
+REVALIDATE: Final = "no-cache"
+
+# The pages load nothing from elsewhere; the captcha is a data: URL, results come over SSE
+# from the same origin. A strict policy turns a stray injected tag into a no-op.
+PAGE_HEADERS: Final = {
+    "Cache-Control": "no-cache",
+    "Vary": "Cookie",
+    "Content-Security-Policy": (
+        "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+        "connect-src 'self'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'; "
+        "object-src 'none'"
+    ),
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "same-origin",
+}
+
+_STATE_ORDER: Final = {PollState.OPEN: 0, PollState.UPCOMING: 1, PollState.CLOSED: 2}
+_EN_MONTHS: Final = (
+    "Jan",
+    "Feb",
+    "Mar",
+    "Apr",
+    "May",
+    "Jun",
+    "Jul",
+    "Aug",
+    "Sep",
+    "Oct",
+    "Nov",
+    "Dec",
+)
+
+# "js-default" is markdown-it's safe preset: raw HTML is escaped, and link targets such as
+# javascript: are refused. The catalog is trusted config, but a poll text must never be
+# able to run script in a voter's browser.
+_markdown = MarkdownIt("js-default")
+
+
+def asset_versions(directory: Path = STATIC_DIR) -> dict[str, str]:
+    """Content hash of every static file, by its path under the directory."""
+    versions: dict[str, str] = {}
+    for path in sorted(directory.rglob("*")):
+        if path.is_file():
+            digest = hashlib.sha256(path.read_bytes()).hexdigest()[:12]
+            versions[path.relative_to(directory).as_posix()] = digest
+    return versions
+
+
+class VersionedStaticFiles(StaticFiles):
+    """Static files with a Cache-Control that depends on whether the URL names the content."""
+
+    def __init__(self, *, directory: Path, versions: dict[str, str]) -> None:
+        super().__init__(directory=directory)
+        self._root = directory
+        self._versions = versions
+
+    def file_response(
+        self,
+        full_path: PathLike,
+        stat_result: os.stat_result,
+        scope: Scope,
+        status_code: int = 200,
+    ) -> Response:
+        response = super().file_response(full_path, stat_result, scope, status_code)
+        name = Path(full_path).relative_to(self._root).as_posix()
+        query = parse_qs(scope.get("query_string", b"").decode("latin-1"))
+        current = self._versions.get(name)
+        # An old page asking for an old version gets today's file: it must not be pinned.
+        fresh = current is not None and query.get("v") == [current]
+        response.headers["Cache-Control"] = IMMUTABLE if fresh else REVALIDATE
+        response.headers["X-Content-Type-Options"] = "nosniff"
+        return response
+
+
+def format_time(instant: datetime, poll: Poll, lang: Lang) -> str:
+    """A time as the voter reads it, on the poll's clock: 2022年1月8日 09:00 / 8 Jan 2022, 09:00."""
+    local = instant.astimezone(poll.zone)
+    if lang == "zh":
+        return f"{local.year}年{local.month}月{local.day}日 {local:%H:%M}"
+    return f"{local.day} {_EN_MONTHS[local.month - 1]} {local.year}, {local:%H:%M}"
+
+
+def render_summary(summary: str) -> Markup:
+    return Markup(_markdown.render(summary))  # noqa: S704 - markdown-it escapes raw HTML
+
+
+def results_visible(poll: Poll, state: PollState) -> bool:
+    return poll.results == "live" or state is PollState.CLOSED
+
+
+def with_lang(path: str, lang: Lang) -> str:
+    """A link that keeps the chosen language, even for a voter whose cookies are off."""
+    return f"{path}?{urlencode({'lang': lang})}"
+
+
+@dataclass(frozen=True)
+class PollView:
+    """What a template needs about one poll, with times already on the poll's clock."""
+
+    poll: Poll
+    state: PollState
+    href: str
+    opens_text: str
+    closes_text: str
+    zone: str
+    summary_html: Markup
+    options: list[dict[str, str]]
+    results_visible: bool
+
+
+def poll_view(poll: Poll, now: datetime, lang: Lang, summary_html: Markup) -> PollView:
+    state = poll.state_at(now)
+    return PollView(
+        poll=poll,
+        state=state,
+        href=with_lang(f"/polls/{poll.id}", lang),
+        opens_text=format_time(poll.opens_at, poll, lang),
+        closes_text=format_time(poll.closes_at, poll, lang),
+        zone=zone_name(lang, poll.timezone),
+        summary_html=summary_html,
+        options=[{"id": o, "label": OPTION_LABELS[o][lang]} for o in poll.options],
+        results_visible=results_visible(poll, state),
+    )
+
+
+def page_data(view: PollView, now: datetime, lang: Lang) -> dict[str, Any]:
+    """Embedded in the page as JSON so the script starts without an extra API call."""
+    poll = view.poll
+    lottery = poll.lottery
+    return {
+        "poll": poll.id,
+        "lang": lang,
+        "state": view.state.value,
+        "options": view.options,
+        "opens_at": poll.opens_at.astimezone(UTC).isoformat(),
+        "closes_at": poll.closes_at.astimezone(UTC).isoformat(),
+        "timezone": poll.timezone,
+        "zone_label": view.zone,
+        "daily_limit": poll.daily_limit,
+        "results": poll.results,
+        "results_visible": view.results_visible,
+        "lottery": {"prizes": lottery.prizes, "prize": lottery.prize} if lottery else None,
+        # Phones' clocks are often wrong; the countdown runs on the server's clock.
+        "server_now": now.astimezone(UTC).isoformat(),
+        "api": API_BASE,
+        "strings": js_strings(lang),
+    }
+
+
+def choose_lang(request: Request) -> tuple[Lang, bool]:
+    """The page language, and whether the voter just chose it (so it should be remembered)."""
+    asked = parse_lang(request.query_params.get("lang"))
+    if asked is not None:
+        return asked, asked != request.cookies.get(LANG_COOKIE)
+    return parse_lang(request.cookies.get(LANG_COOKIE)) or DEFAULT_LANG, False
+
+
+class Pages:
+    def __init__(
+        self, catalog: Catalog, clock: Callable[[], datetime], versions: dict[str, str]
+    ) -> None:
+        self.catalog = catalog
+        self.clock = clock
+        self.versions = versions
+        self.summaries = {p.id: render_summary(p.summary) for p in catalog.polls}
+        self.env = Environment(
+            loader=FileSystemLoader(TEMPLATES_DIR),
+            autoescape=True,
+            undefined=StrictUndefined,
+            trim_blocks=True,
+            lstrip_blocks=True,
+        )
+        self.env.globals["asset"] = self.asset
+
+    def asset(self, name: str) -> str:
+        return f"/static/{name}?{urlencode({'v': self.versions.get(name, '0')})}"
+
+    def render(
+        self,
+        request: Request,
+        template: str,
+        context: Callable[[Lang], dict[str, Any]],
+        status: int = 200,
+    ) -> HTMLResponse:
+        lang, remember = choose_lang(request)
+        other: Lang = "en" if lang == "zh" else "zh"
+        base = {
+            "lang": lang,
+            "html_lang": HTML_LANG[lang],
+            "t": lambda key, **values: text(lang, key, **values),
+            "home_href": with_lang("/", lang),
+            "switch_href": with_lang(request.url.path, other),
+            "switch_lang": HTML_LANG[other],
+        }
+        body = self.env.get_template(template).render(**base, **context(lang))
+        headers = {**PAGE_HEADERS, "Content-Language": HTML_LANG[lang]}
+        response = HTMLResponse(body, status_code=status, headers=headers)
+        if remember:
+            response.set_cookie(
+                LANG_COOKIE, lang, max_age=LANG_COOKIE_MAX_AGE, samesite="lax", httponly=True
+            )
+        return response
+
+    async def index(self, request: Request) -> Response:
+        now = self.clock()
+
+        def context(lang: Lang) -> dict[str, Any]:
+            views = [poll_view(p, now, lang, self.summaries[p.id]) for p in self.catalog.polls]
+            views.sort(key=lambda v: _STATE_ORDER[v.state])
+            return {"polls": views}
+
+        return self.render(request, "index.html", context)
+
+    async def poll(self, request: Request) -> Response:
+        poll = self.catalog.get(request.path_params["poll"])
+        if poll is None:
+            return self.render(request, "not_found.html", lambda lang: {}, status=404)
+        now = self.clock()
+
+        def context(lang: Lang) -> dict[str, Any]:
+            view = poll_view(poll, now, lang, self.summaries[poll.id])
+            return {"view": view, "data": page_data(view, now, lang)}
+
+        return self.render(request, "poll.html", context)
+
+
+def page_routes(catalog: Catalog, *, clock: Callable[[], datetime]) -> list[BaseRoute]:
+    """Routes for `/`, `/polls/{poll}` and `/static`; `clock` returns an aware "now"."""
+    versions = asset_versions()
+    pages = Pages(catalog, clock, versions)
+    return [
+        Route("/", pages.index, methods=["GET"], name="poll_list"),
+        # `path` so that any URL under /polls/ gets the voter-facing 404 page, not a bare one.
+        Route("/polls/{poll:path}", pages.poll, methods=["GET"], name="poll_page"),
+        Mount(
+            "/static",
+            app=VersionedStaticFiles(directory=STATIC_DIR, versions=versions),
+            name="static",
+        ),
+    ]

@@ -1,0 +1,633 @@
+// The voting page's script. The server renders everything a voter reads; this adds what
+// needs the API: the captcha, submitting a vote and following it to its decision, the
+// countdown, live results and the prize-draw entry. No framework and no build step: the
+// page must load on a closed network and on the in-app browsers of messaging apps.
+// Text from the API or the catalog only ever reaches the page through textContent.
+(() => {
+  "use strict";
+
+  const dataElement = document.getElementById("poll-data");
+  if (!dataElement) return;
+  const D = JSON.parse(dataElement.textContent);
+  const S = D.strings;
+  const API = D.api;
+  const POLL_PATH = "/polls/" + encodeURIComponent(D.poll);
+  const TOKEN_KEY = "votes.voter";
+  const LOCALE = D.lang === "zh" ? "zh-CN" : "en";
+  const EN_MONTHS = "Jan Feb Mar Apr May Jun Jul Aug Sep Oct Nov Dec".split(" ");
+  // Phones' clocks are often off by minutes; count down on the server's clock instead.
+  const clockOffset = Date.parse(D.server_now) - Date.now();
+  const now = () => Date.now() + clockOffset;
+  const $ = (id) => document.getElementById(id);
+  const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
+
+  function t(key, values) {
+    return S[key].replace(/\{(\w+)\}/g, (whole, name) =>
+      values && name in values ? String(values[name]) : whole,
+    );
+  }
+
+  function el(tag, text, className) {
+    const node = document.createElement(tag);
+    if (text !== undefined && text !== null) node.textContent = text;
+    if (className) node.className = className;
+    return node;
+  }
+
+  // ---- Times, always on the poll's clock (the voting day is defined there) ----
+
+  const partsFormat = new Intl.DateTimeFormat("en-US", {
+    timeZone: D.timezone,
+    year: "numeric",
+    month: "numeric",
+    day: "numeric",
+    hour: "2-digit",
+    minute: "2-digit",
+    hourCycle: "h23",
+  });
+
+  function zoneParts(instant) {
+    const parts = {};
+    for (const p of partsFormat.formatToParts(new Date(instant))) parts[p.type] = p.value;
+    return {
+      year: Number(parts.year),
+      month: Number(parts.month),
+      day: Number(parts.day),
+      hm: parts.hour + ":" + parts.minute,
+    };
+  }
+
+  function formatDay(year, month, day) {
+    return D.lang === "zh"
+      ? year + "年" + month + "月" + day + "日"
+      : day + " " + EN_MONTHS[month - 1] + " " + year;
+  }
+
+  function formatDateTime(iso) {
+    const p = zoneParts(Date.parse(iso));
+    return formatDay(p.year, p.month, p.day) + (D.lang === "zh" ? " " : ", ") + p.hm;
+  }
+
+  function formatVotingDay(day) {
+    const [y, m, d] = String(day).split("-").map(Number);
+    return y && m && d ? formatDay(y, m, d) : String(day);
+  }
+
+  // When the day after `day` (YYYY-MM-DD on the poll's clock) begins: plain date arithmetic,
+  // because midnight on the poll's clock is what the voter is told, whatever their zone.
+  function nextDayStarts(day) {
+    let y, m, d;
+    if (day) {
+      [y, m, d] = String(day).split("-").map(Number);
+    } else {
+      const p = zoneParts(now());
+      [y, m, d] = [p.year, p.month, p.day];
+    }
+    const next = new Date(Date.UTC(y, m - 1, d + 1));
+    const label = formatDay(next.getUTCFullYear(), next.getUTCMonth() + 1, next.getUTCDate());
+    return label + (D.lang === "zh" ? " " : ", ") + "00:00";
+  }
+
+  function comeBackAt(decision) {
+    return decision.next_vote_at
+      ? formatDateTime(decision.next_vote_at)
+      : nextDayStarts(decision.day);
+  }
+
+  const numberFormat = new Intl.NumberFormat(LOCALE);
+
+  // ---- Voter token: an anonymous device identity, kept across visits ----
+
+  let memoryToken = null;
+
+  function storage() {
+    try {
+      return window.localStorage;
+    } catch {
+      return null; // private modes and some in-app browsers refuse storage
+    }
+  }
+
+  function savedSession() {
+    let session = memoryToken;
+    const store = storage();
+    if (store) {
+      try {
+        session = JSON.parse(store.getItem(TOKEN_KEY) || "null") || session;
+      } catch {
+        session = memoryToken;
+      }
+    }
+    // A token about to expire would fail mid-vote: treat it as gone.
+    if (session && Date.parse(session.expires_at) - 60000 > now()) return session;
+    return null;
+  }
+
+  class SessionError extends Error {}
+
+  async function newSession() {
+    const response = await api("POST", "/session");
+    if (!response.ok || !response.data || !response.data.voter_token) {
+      throw new SessionError("session " + response.status);
+    }
+    memoryToken = response.data;
+    const store = storage();
+    if (store) {
+      try {
+        store.setItem(TOKEN_KEY, JSON.stringify(response.data));
+      } catch {
+        // full or refused: the in-memory copy serves this visit
+      }
+    }
+    return response.data;
+  }
+
+  async function voterToken(renew) {
+    const saved = renew ? null : savedSession();
+    return (saved || (await newSession())).voter_token;
+  }
+
+  // ---- API ----
+
+  async function api(method, path, body, token) {
+    const headers = { Accept: "application/json, application/problem+json" };
+    if (body !== undefined) headers["Content-Type"] = "application/json";
+    if (token) headers.Authorization = "Bearer " + token;
+    const response = await fetch(API + path, {
+      method,
+      headers,
+      body: body === undefined ? undefined : JSON.stringify(body),
+      credentials: "same-origin",
+      cache: "no-store",
+    });
+    let data = null;
+    try {
+      data = await response.json();
+    } catch {
+      data = null;
+    }
+    return { status: response.status, ok: response.ok, data, headers: response.headers };
+  }
+
+  // A call as the voter; an expired or revoked token is replaced once, transparently.
+  async function asVoter(method, path, body) {
+    let response = await api(method, path, body, await voterToken(false));
+    if (response.status === 401) response = await api(method, path, body, await voterToken(true));
+    return response;
+  }
+
+  function problemCode(response) {
+    return (response.data && response.data.code) || "";
+  }
+
+  // ---- Field errors ----
+
+  function setFieldError(errorNode, input, message) {
+    if (!errorNode) return;
+    errorNode.textContent = message || "";
+    errorNode.hidden = !message;
+    if (input) {
+      if (message) input.setAttribute("aria-invalid", "true");
+      else input.removeAttribute("aria-invalid");
+    }
+  }
+
+  // ---- Voting ----
+
+  const form = $("vote-form");
+  const outcome = $("outcome");
+  const captchaImage = $("captcha-image");
+  const captchaAnswer = $("captcha-answer");
+  const captchaError = $("captcha-error");
+  const choiceError = $("choice-error");
+  const submitButton = $("vote-submit");
+  let captchaSeq = 0;
+  let captchaTimer = null;
+  let busy = false;
+
+  async function loadCaptcha() {
+    const seq = ++captchaSeq;
+    clearTimeout(captchaTimer);
+    captchaImage.dataset.captchaId = "";
+    captchaImage.removeAttribute("src");
+    captchaImage.alt = S.captcha_loading;
+    captchaAnswer.value = "";
+    let response = null;
+    try {
+      response = await api("POST", "/captcha");
+    } catch {
+      response = null;
+    }
+    if (seq !== captchaSeq) return; // a newer request superseded this one
+    if (!response || !response.ok || !response.data || !response.data.captcha_id) {
+      captchaImage.alt = S.captcha_failed;
+      setFieldError(captchaError, null, S.captcha_failed);
+      return;
+    }
+    setFieldError(captchaError, captchaAnswer, "");
+    captchaImage.src = response.data.image;
+    captchaImage.alt = S.captcha_alt;
+    captchaImage.dataset.captchaId = response.data.captcha_id;
+    // Swap an idle captcha just before it expires, so a voter who reads first is not
+    // rejected for a code that died while the page sat open.
+    const left = Date.parse(response.data.expires_at) - now() - 5000;
+    if (left > 0) captchaTimer = setTimeout(loadCaptcha, left);
+  }
+
+  function setBusy(value) {
+    busy = value;
+    submitButton.disabled = value;
+    submitButton.textContent = value ? S.submitting : S.submit;
+    form.setAttribute("aria-busy", value ? "true" : "false");
+  }
+
+  function showOutcome(kind, title, lines, focusTarget) {
+    outcome.className = "outcome " + kind;
+    outcome.replaceChildren();
+    let heading = null;
+    if (title) {
+      heading = el("h3", title);
+      heading.tabIndex = -1;
+      outcome.append(heading);
+    }
+    for (const line of lines) outcome.append(line instanceof Node ? line : el("p", line));
+    const target = focusTarget || heading;
+    if (target) {
+      target.focus({ preventScroll: true });
+      outcome.scrollIntoView({ block: "center", behavior: "smooth" });
+    }
+  }
+
+  function showAccepted(decision) {
+    const lines = [S.accepted_body];
+    if (decision.day) lines.push(t("vote_day", { day: formatVotingDay(decision.day) }));
+    if (D.daily_limit === 1) {
+      lines.push(t("next_vote", { time: comeBackAt(decision), zone: D.zone_label }));
+    }
+    lines.push(el("p", t("vote_id", { id: decision.vote_id }), "small"));
+    if (D.lottery && !lotteryEntered) {
+      const link = el("a", S.lottery_submit, "button secondary");
+      link.href = "#lottery";
+      lines.push(link);
+    }
+    showOutcome("accepted", S.accepted_title, lines);
+    // The draw counts days from accepted votes; give the lottery service a moment.
+    if (D.lottery) setTimeout(refreshEntry, 2000);
+  }
+
+  const REASONS = {
+    captcha_wrong: "reason_captcha_wrong",
+    captcha_malformed: "reason_captcha_wrong",
+    captcha_expired: "reason_captcha_expired",
+    captcha_reused: "reason_captcha_reused",
+    rate_limited_ip: "reason_rate_limited",
+    rate_limited_subnet: "reason_rate_limited",
+    rate_limited_voter: "reason_rate_limited",
+    poll_closed: "reason_poll_closed",
+    poll_not_open: "reason_poll_not_open",
+    unknown_poll: "reason_unknown_poll",
+    invalid_choice: "reason_invalid_choice",
+  };
+
+  function showRejected(decision) {
+    const reason = decision.reason || "";
+    let message;
+    if (reason === "daily_limit") {
+      message = t("reason_daily_limit", { time: comeBackAt(decision), zone: D.zone_label });
+    } else if (REASONS[reason]) {
+      message = S[REASONS[reason]];
+    } else {
+      message = t("reason_other", { reason });
+    }
+    // For a captcha problem the next step is typing the new code: put the cursor there.
+    const focus = reason.startsWith("captcha_") ? captchaAnswer : null;
+    showOutcome("rejected", S.rejected_title, [message], focus);
+    if (reason === "poll_closed") form.hidden = true;
+  }
+
+  function showStillPending(voteId) {
+    const again = el("button", S.check_again, "button secondary");
+    again.type = "button";
+    again.addEventListener("click", () => followVote(voteId));
+    showOutcome("pending", null, [t("still_pending", { id: voteId }), again], again);
+  }
+
+  // Decisions arrive in well under a second; back off gently and give up after ~20 s.
+  async function followVote(voteId) {
+    showOutcome("pending", null, [S.pending]);
+    const deadline = Date.now() + 20000;
+    let delay = 300;
+    for (;;) {
+      let response = null;
+      try {
+        const saved = savedSession();
+        response = await api("GET", "/votes/" + encodeURIComponent(voteId), undefined,
+          saved && saved.voter_token);
+      } catch {
+        response = null;
+      }
+      const decision = response && response.ok ? response.data : null;
+      if (decision && decision.status === "accepted") return showAccepted(decision);
+      if (decision && decision.status === "rejected") return showRejected(decision);
+      if (Date.now() + delay > deadline) return showStillPending(voteId);
+      await sleep(delay);
+      delay = Math.min(delay * 1.5, 2000);
+    }
+  }
+
+  function showSubmitError(response) {
+    const code = problemCode(response);
+    const status = response.status;
+    // The edge refuses some votes itself (closed poll, malformed captcha, bad choice) with
+    // the same codes the judge uses later: explain them the same way.
+    if (REASONS[code]) return showRejected({ reason: code });
+    let message;
+    if (status === 401) message = S.error_session;
+    else if (status === 404) message = S.reason_unknown_poll;
+    else if (status === 429) message = S.reason_rate_limited;
+    else if (status === 422 || status === 413) {
+      message = t("error_invalid", { detail: (response.data && response.data.detail) || code });
+    } else message = S.error_busy; // 503 broker_unavailable and any other failure: nothing kept
+    showOutcome("error", S.rejected_title, [message]);
+  }
+
+  async function submitVote(event) {
+    event.preventDefault();
+    if (busy) return;
+    setFieldError(choiceError, null, "");
+    setFieldError(captchaError, captchaAnswer, "");
+    const choice = form.querySelector('input[name="choice"]:checked');
+    if (!choice) {
+      setFieldError(choiceError, null, S.need_choice);
+      form.querySelector('input[name="choice"]').focus();
+      return;
+    }
+    const answer = captchaAnswer.value.trim();
+    if (!answer) {
+      setFieldError(captchaError, captchaAnswer, S.need_captcha);
+      captchaAnswer.focus();
+      return;
+    }
+    const captchaId = captchaImage.dataset.captchaId;
+    if (!captchaId) {
+      loadCaptcha();
+      return;
+    }
+    setBusy(true);
+    showOutcome("pending", null, [S.pending]);
+    try {
+      const response = await asVoter("POST", POLL_PATH + "/votes", {
+        choice: choice.value,
+        captcha_id: captchaId,
+        captcha_answer: answer,
+      });
+      loadCaptcha(); // ids are single-use, whatever the answer
+      if (response.ok && response.data && response.data.vote_id) {
+        await followVote(response.data.vote_id);
+      } else {
+        showSubmitError(response);
+      }
+    } catch (error) {
+      loadCaptcha();
+      showOutcome("error", S.rejected_title, [
+        error instanceof SessionError ? S.error_session : S.error_network,
+      ]);
+    } finally {
+      setBusy(false);
+    }
+  }
+
+  function startVoting() {
+    if (!form) return;
+    form.hidden = false;
+    form.addEventListener("submit", submitVote);
+    $("captcha-refresh").addEventListener("click", () => {
+      loadCaptcha();
+      captchaAnswer.focus();
+    });
+    form.addEventListener("change", (event) => {
+      if (event.target.name === "choice") setFieldError(choiceError, null, "");
+    });
+    loadCaptcha();
+  }
+
+  // ---- Countdown ----
+
+  function startCountdown() {
+    const box = $("countdown");
+    if (!box) return;
+    const value = $("countdown-value");
+    const target = Date.parse(D.state === "upcoming" ? D.opens_at : D.closes_at);
+    // Reload only when the moment passes while this page is open: the server then renders
+    // the new state. A page that loaded already past it must not reload in a loop.
+    const armed = target > now();
+    const pad = (n) => String(n).padStart(2, "0");
+    const tick = () => {
+      const left = target - now();
+      if (left <= 0) {
+        value.textContent = S.countdown_done;
+        if (armed) setTimeout(() => window.location.reload(), 1500);
+        return;
+      }
+      const s = Math.floor(left / 1000);
+      const days = Math.floor(s / 86400);
+      const clock = pad(Math.floor((s % 86400) / 3600)) + ":" + pad(Math.floor((s % 3600) / 60))
+        + ":" + pad(s % 60);
+      value.textContent = (days > 0 ? t("countdown_days", { n: days }) + " " : "") + clock;
+      setTimeout(tick, (left % 1000) + 20);
+    };
+    box.hidden = false;
+    tick();
+  }
+
+  // ---- Results ----
+
+  function startResults() {
+    if (!D.results_visible) return;
+    const bars = $("results-bars");
+    const status = $("results-status");
+    const total = $("results-total");
+    let stream = null;
+    let pollTimer = null;
+    let final = false;
+
+    function render(result) {
+      const counts = result.counts || {};
+      const sum = typeof result.total === "number"
+        ? result.total
+        : Object.values(counts).reduce((a, b) => a + b, 0);
+      for (const row of bars.children) {
+        const n = counts[row.dataset.option] || 0;
+        const share = sum ? (n * 100) / sum : 0;
+        row.querySelector(".bar-count").textContent =
+          t("results_votes", { n: numberFormat.format(n) }) + " · " + share.toFixed(1) + "%";
+        row.querySelector(".bar-fill").style.width = share + "%";
+      }
+      bars.hidden = false;
+      total.textContent = t("results_total", { n: numberFormat.format(sum) });
+      final = Boolean(result.final);
+      const label = final ? S.results_final : S.results_live;
+      status.textContent = result.as_of
+        ? label + " · " + t("results_as_of", { time: formatDateTime(result.as_of) })
+        : label;
+      if (final) stop();
+    }
+
+    function hide() {
+      bars.hidden = true;
+      total.textContent = "";
+      status.textContent = S.results_hidden;
+      stop();
+    }
+
+    async function fetchOnce() {
+      try {
+        const response = await api("GET", POLL_PATH + "/results");
+        if (response.status === 403) {
+          hide();
+          return false;
+        }
+        if (response.ok && response.data) {
+          render(response.data);
+          return true;
+        }
+      } catch {
+        // fall through: shown below, retried by the poller
+      }
+      status.textContent = S.results_unavailable;
+      return true;
+    }
+
+    function stop() {
+      if (stream) stream.close();
+      stream = null;
+      clearInterval(pollTimer);
+      pollTimer = null;
+    }
+
+    // SSE first; if the stream is refused outright, fall back to a slow poll.
+    function follow() {
+      if (final || document.hidden) return;
+      if (!("EventSource" in window)) {
+        pollTimer = pollTimer || setInterval(fetchOnce, 15000);
+        return;
+      }
+      stream = new EventSource(API + POLL_PATH + "/results/stream");
+      stream.onmessage = (event) => {
+        try {
+          render(JSON.parse(event.data));
+        } catch {
+          // a malformed frame is skipped; the next one carries the full state
+        }
+      };
+      stream.onerror = () => {
+        if (stream && stream.readyState === EventSource.CLOSED) {
+          stream = null;
+          pollTimer = pollTimer || setInterval(fetchOnce, 15000);
+        }
+      };
+    }
+
+    // A phone in a pocket should not hold a connection open: pause while hidden.
+    document.addEventListener("visibilitychange", async () => {
+      if (document.hidden) return stop();
+      if (!final && !stream && !pollTimer && (await fetchOnce())) follow();
+    });
+
+    fetchOnce().then((visible) => {
+      if (visible) follow();
+    });
+  }
+
+  // ---- Prize draw entry ----
+
+  let lotteryEntered = false;
+
+  function showEntry(entry) {
+    lotteryEntered = true;
+    const status = $("lottery-status");
+    const lotteryForm = $("lottery-form");
+    if (lotteryForm) lotteryForm.hidden = true;
+    const lines = [el("p", t("lottery_entered", { phone: entry.phone_masked }), "entered")];
+    lines.push(
+      el("p", typeof entry.days === "number"
+        ? t("lottery_days", { days: entry.days })
+        : S.lottery_days_pending),
+    );
+    status.replaceChildren(...lines);
+  }
+
+  async function refreshEntry() {
+    if (!$("lottery") || !savedSession()) return; // no identity yet: nothing to look up
+    try {
+      const response = await asVoter("GET", POLL_PATH + "/lottery/entry");
+      if (response.ok && response.data) showEntry(response.data);
+    } catch {
+      // the form stays available; nothing to tell the voter
+    }
+  }
+
+  async function submitEntry(event) {
+    event.preventDefault();
+    const lotteryForm = $("lottery-form");
+    const name = $("lottery-name");
+    const phone = $("lottery-phone");
+    const nameError = $("lottery-name-error");
+    const phoneError = $("lottery-phone-error");
+    const status = $("lottery-status");
+    const button = $("lottery-submit");
+    setFieldError(nameError, name, "");
+    setFieldError(phoneError, phone, "");
+    if (!name.value.trim()) {
+      setFieldError(nameError, name, S.lottery_need_name);
+      name.focus();
+      return;
+    }
+    if (!phone.value.trim()) {
+      setFieldError(phoneError, phone, S.lottery_invalid_phone);
+      phone.focus();
+      return;
+    }
+    button.disabled = true;
+    button.textContent = S.lottery_saving;
+    try {
+      const response = await asVoter("POST", POLL_PATH + "/lottery/entry", {
+        name: name.value.trim(),
+        phone: phone.value.trim(),
+      });
+      const code = problemCode(response);
+      if (response.ok && response.data) {
+        showEntry(response.data);
+        refreshEntry();
+      } else if (code === "invalid_phone") {
+        setFieldError(phoneError, phone, S.lottery_invalid_phone);
+        phone.focus();
+      } else if (code === "poll_closed") {
+        lotteryForm.hidden = true;
+        status.replaceChildren(el("p", S.lottery_closed));
+      } else {
+        status.replaceChildren(el("p", S.lottery_failed));
+      }
+    } catch {
+      status.replaceChildren(el("p", S.lottery_failed));
+    } finally {
+      button.disabled = false;
+      button.textContent = S.lottery_submit;
+    }
+  }
+
+  function startLottery() {
+    if (!$("lottery")) return;
+    const lotteryForm = $("lottery-form"); // absent once the poll has closed
+    if (lotteryForm) {
+      lotteryForm.hidden = false;
+      lotteryForm.addEventListener("submit", submitEntry);
+    }
+    refreshEntry();
+  }
+
+  startVoting();
+  startCountdown();
+  startResults();
+  startLottery();
+})();

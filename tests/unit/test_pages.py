@@ -1,0 +1,296 @@
+"""The voter's pages as a browser without JavaScript receives them."""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+from pathlib import Path
+
+import httpx
+import pytest
+from starlette.applications import Starlette
+
+from services.vote_ingest import i18n
+from services.vote_ingest.pages import STATIC_DIR, TEMPLATES_DIR, asset_versions, page_routes
+from shared.catalog import Catalog, parse_catalog
+
+NOW = datetime(2022, 1, 5, 12, 0, tzinfo=UTC)  # 20:00 in Beijing, mid-campaign
+
+CATALOG_YAML = """
+polls:
+  - id: open-poll
+    title: 文化馆总分馆制建设
+    summary: |
+      一年来举办联动活动 **300 余场**。
+
+      <script>alert("summary")</script>
+      <img src=x onerror="alert(1)">
+      [click](javascript:alert(2))
+    options: [excellent, good, fair, poor]
+    opens_at: 2021-12-20T09:00:00+08:00
+    closes_at: 2022-01-08T09:00:00+08:00
+    timezone: Asia/Shanghai
+    results: live
+    lottery: {prizes: 30, prize: 青年文化盲盒, reserves: 10}
+  - id: upcoming-poll
+    title: 社区图书馆延时开放
+    summary: Opens later.
+    options: [excellent, good, fair, poor]
+    opens_at: 2022-02-01T09:00:00+08:00
+    closes_at: 2022-02-20T09:00:00+08:00
+    results: after_close
+  - id: closed-poll
+    title: 街道便民服务中心改造
+    summary: Already closed.
+    options: [excellent, good, fair, poor]
+    opens_at: 2021-11-01T09:00:00+08:00
+    closes_at: 2021-12-01T09:00:00+08:00
+    results: after_close
+  - id: hostile-title
+    title: "</script><script>alert('title')</script>"
+    summary: x
+    options: [excellent, poor]
+    opens_at: 2021-12-20T09:00:00+08:00
+    closes_at: 2022-01-08T09:00:00+08:00
+    daily_limit: 3
+    results: after_close
+"""
+
+# An XML namespace name identifies SVG; it is never fetched, so it is not a dependency.
+NAMESPACES = ("http://www.w3.org/2000/svg",)
+EXTERNAL_URL = re.compile(r"https?://", re.IGNORECASE)
+
+
+@pytest.fixture
+def catalog() -> Catalog:
+    return parse_catalog(CATALOG_YAML)
+
+
+@pytest.fixture
+async def client(catalog: Catalog) -> AsyncIterator[httpx.AsyncClient]:
+    # httpx's ASGI transport rather than starlette.testclient: the latter now warns unless
+    # a different HTTP client package is installed, and warnings fail this suite.
+    app = Starlette(routes=page_routes(catalog, clock=lambda: NOW))
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://pages.test") as c:
+        yield c
+
+
+def poll_data(html: str) -> dict[str, object]:
+    match = re.search(r'<script type="application/json" id="poll-data">(.*?)</script>', html, re.S)
+    assert match, "the page embeds its data"
+    data: dict[str, object] = json.loads(match.group(1))
+    return data
+
+
+async def test_chinese_by_default(client: httpx.AsyncClient) -> None:
+    response = await client.get("/polls/open-poll")
+
+    assert response.status_code == 200
+    assert response.headers["content-type"].startswith("text/html")
+    assert response.headers["content-language"] == "zh-CN"
+    assert '<html lang="zh-CN">' in response.text
+    for label in ("优", "良", "中", "差", "验证码", "提交投票", "投票中"):
+        assert label in response.text
+    assert "截止时间：2022年1月8日 09:00（北京时间）" in response.text
+    assert "lang" not in response.cookies
+
+
+async def test_english_with_query_and_remembered_by_cookie(client: httpx.AsyncClient) -> None:
+    response = await client.get("/polls/open-poll?lang=en")
+
+    assert '<html lang="en">' in response.text
+    for label in ("Excellent", "Good", "Fair", "Poor", "Verification code", "Submit vote"):
+        assert label in response.text
+    assert "Closes 8 Jan 2022, 09:00 (Beijing time)" in response.text
+    assert response.cookies.get("lang") == "en"
+
+    later = await client.get("/")  # the client keeps the cookie, as a browser would
+    assert '<html lang="en">' in later.text
+    assert 'href="/polls/open-poll?lang=en"' in later.text, "links keep the language"
+
+
+async def test_switch_link_goes_to_the_other_language(client: httpx.AsyncClient) -> None:
+    zh = (await client.get("/polls/open-poll")).text
+    en = (await client.get("/polls/open-poll?lang=en")).text
+
+    assert 'href="/polls/open-poll?lang=en"' in zh
+    assert 'href="/polls/open-poll?lang=zh"' in en
+
+
+async def test_unsupported_language_falls_back_to_chinese(client: httpx.AsyncClient) -> None:
+    response = await client.get("/polls/open-poll?lang=<fr>")
+
+    assert '<html lang="zh-CN">' in response.text
+    assert "<fr>" not in response.text
+
+
+async def test_poll_text_is_in_the_html_without_javascript(client: httpx.AsyncClient) -> None:
+    html = (await client.get("/polls/open-poll")).text
+
+    assert "<h1" in html and "文化馆总分馆制建设" in html
+    assert "<strong>300 余场</strong>" in html, "markdown is rendered on the server"
+    assert "<noscript>" in html
+
+
+async def test_markdown_raw_html_is_escaped(client: httpx.AsyncClient) -> None:
+    html = (await client.get("/polls/open-poll")).text
+
+    assert '<script>alert("summary")' not in html
+    assert "&lt;script&gt;alert(&quot;summary&quot;)&lt;/script&gt;" in html
+    assert "<img src=x" not in html
+    assert 'href="javascript:' not in html
+
+
+async def test_embedded_data_cannot_close_its_script_tag(client: httpx.AsyncClient) -> None:
+    html = (await client.get("/polls/hostile-title")).text
+
+    assert "<script>alert('title')</script>" not in html
+    data = poll_data(html)
+    assert data["poll"] == "hostile-title"
+    assert data["daily_limit"] == 3
+
+
+async def test_open_poll_has_an_accessible_form(client: httpx.AsyncClient) -> None:
+    html = (await client.get("/polls/open-poll")).text
+
+    assert 'id="vote-form"' in html
+    assert "<fieldset" in html and "<legend>请选择一项评价</legend>" in html
+    assert html.count('type="radio" name="choice"') == 4
+    assert '<label for="captcha-answer"' in html and 'id="captcha-answer"' in html
+    assert 'data-captcha-id=""' in html
+    assert 'role="status"' in html and 'aria-live="polite"' in html
+    assert 'id="lottery-form"' in html, "the poll has a prize draw"
+    assert 'id="countdown"' in html
+
+
+async def test_embedded_data_lets_the_script_start_without_a_call(
+    client: httpx.AsyncClient,
+) -> None:
+    data = poll_data((await client.get("/polls/open-poll?lang=en")).text)
+
+    assert data["poll"] == "open-poll"
+    assert data["state"] == "open"
+    assert data["timezone"] == "Asia/Shanghai"
+    assert data["closes_at"] == "2022-01-08T01:00:00+00:00"
+    assert data["server_now"] == NOW.isoformat()
+    assert data["results_visible"] is True
+    assert data["lottery"] == {"prizes": 30, "prize": "青年文化盲盒"}
+    assert data["options"] == [
+        {"id": "excellent", "label": "Excellent"},
+        {"id": "good", "label": "Good"},
+        {"id": "fair", "label": "Fair"},
+        {"id": "poor", "label": "Poor"},
+    ]
+    assert data["strings"] == i18n.js_strings("en")
+
+
+async def test_upcoming_poll_has_no_form_and_says_when_it_opens(client: httpx.AsyncClient) -> None:
+    html = (await client.get("/polls/upcoming-poll")).text
+
+    assert 'id="vote-form"' not in html
+    assert "投票尚未开始" in html
+    assert "2022年2月1日 09:00" in html
+    assert "投票结果将在投票结束后公布" in html, "after_close results stay hidden"
+    assert poll_data(html)["state"] == "upcoming"
+
+
+async def test_closed_poll_has_no_form_and_shows_results(client: httpx.AsyncClient) -> None:
+    html = (await client.get("/polls/closed-poll?lang=en")).text
+
+    assert 'id="vote-form"' not in html
+    assert "Voting has closed" in html
+    assert 'id="results-bars"' in html, "after_close results are shown once closed"
+    assert 'id="countdown"' not in html
+
+
+async def test_poll_list_shows_every_poll_with_its_state(client: httpx.AsyncClient) -> None:
+    html = (await client.get("/")).text
+
+    for title, state in (
+        ("文化馆总分馆制建设", "投票中"),
+        ("社区图书馆延时开放", "未开始"),
+        ("街道便民服务中心改造", "已结束"),
+    ):
+        assert title in html and state in html
+    assert html.index("文化馆总分馆制建设") < html.index("街道便民服务中心改造"), "open first"
+    assert "&lt;/script&gt;" in html, "titles are escaped"
+
+
+@pytest.mark.parametrize(
+    "path", ["/polls/no-such-poll", "/polls/UPPER", "/polls/a%2Fb", "/polls/open-poll/extra"]
+)
+async def test_unknown_poll_is_a_404_page(client: httpx.AsyncClient, path: str) -> None:
+    response = await client.get(path)
+
+    assert response.status_code == 404
+    assert response.headers["content-type"].startswith("text/html")
+    assert "找不到这个评议项目" in response.text
+    assert 'href="/?lang=zh"' in response.text
+
+
+async def test_pages_are_not_cached_and_forbid_foreign_content(client: httpx.AsyncClient) -> None:
+    response = await client.get("/polls/open-poll")
+
+    assert response.headers["cache-control"] == "no-cache"
+    assert "Cookie" in response.headers["vary"]
+    policy = response.headers["content-security-policy"]
+    assert "default-src 'self'" in policy and "script-src 'self'" in policy
+
+
+@pytest.mark.parametrize(
+    ("name", "media_type"),
+    [("app.js", "javascript"), ("app.css", "text/css"), ("icon.svg", "image/svg+xml")],
+)
+async def test_static_assets_are_served_and_cached_by_version(
+    client: httpx.AsyncClient, name: str, media_type: str
+) -> None:
+    html = (await client.get("/polls/open-poll")).text
+    version = asset_versions()[name]
+    assert f"/static/{name}?v={version}" in html
+
+    pinned = await client.get(f"/static/{name}?v={version}")
+    assert pinned.status_code == 200
+    assert media_type in pinned.headers["content-type"]
+    assert pinned.headers["cache-control"] == "public, max-age=31536000, immutable"
+
+    for stale in (f"/static/{name}", f"/static/{name}?v=old"):
+        assert (await client.get(stale)).headers["cache-control"] == "no-cache"
+
+
+async def test_missing_asset_is_404(client: httpx.AsyncClient) -> None:
+    assert (await client.get("/static/nope.js")).status_code == 404
+
+
+def project_files() -> list[Path]:
+    return sorted(p for d in (TEMPLATES_DIR, STATIC_DIR) for p in d.rglob("*") if p.is_file())
+
+
+@pytest.mark.parametrize("path", project_files(), ids=lambda p: p.name)
+def test_no_external_urls_in_templates_or_assets(path: Path) -> None:
+    content = path.read_text(encoding="utf-8")
+    for namespace in NAMESPACES:
+        content = content.replace(namespace, "")
+    assert not EXTERNAL_URL.search(content), f"{path.name} must not load anything from elsewhere"
+
+
+@pytest.mark.parametrize("path", ["/", "/polls/open-poll", "/polls/closed-poll", "/polls/x"])
+async def test_no_external_urls_in_rendered_pages(client: httpx.AsyncClient, path: str) -> None:
+    for lang in i18n.LANGS:
+        assert not EXTERNAL_URL.search((await client.get(f"{path}?lang={lang}")).text)
+
+
+def test_both_languages_have_the_same_strings() -> None:
+    assert set(i18n.STRINGS["zh"]) == set(i18n.STRINGS["en"])
+    assert set(i18n.JS_KEYS) <= set(i18n.STRINGS["zh"])
+    for key in i18n.STRINGS["zh"]:
+        fields = [set(re.findall(r"\{(\w+)\}", i18n.STRINGS[lang][key])) for lang in i18n.LANGS]
+        assert fields[0] == fields[1], f"{key} uses the same placeholders in both languages"
+
+
+def test_zone_is_named_as_the_voter_knows_it() -> None:
+    assert i18n.zone_name("zh", "Asia/Shanghai") == "北京时间"
+    assert i18n.zone_name("en", "Asia/Shanghai") == "Beijing time"
+    assert i18n.zone_name("en", "Europe/Berlin") == "Europe/Berlin"
