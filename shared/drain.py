@@ -7,21 +7,21 @@ never guessed from a sleep.
 
 from __future__ import annotations
 
+from typing import Any
+
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 
 
 class PipelineProbe:
-    def __init__(self, bootstrap: str) -> None:
-        self._bootstrap = bootstrap
+    def __init__(self, options: dict[str, Any]) -> None:
+        self._options = options
 
     async def start(self) -> None:
         # aiokafka clients bind to the running loop, so they are built here, not in __init__.
-        self._admin = AIOKafkaAdminClient(
-            bootstrap_servers=self._bootstrap, request_timeout_ms=5_000
-        )
+        self._admin = AIOKafkaAdminClient(**self._options, request_timeout_ms=5_000)
         self._offsets = AIOKafkaConsumer(
-            bootstrap_servers=self._bootstrap, enable_auto_commit=False, request_timeout_ms=5_000
+            **self._options, enable_auto_commit=False, request_timeout_ms=5_000
         )
         await self._admin.start()
         await self._offsets.start()

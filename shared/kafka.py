@@ -17,7 +17,9 @@ from typing import Any
 from aiokafka import ConsumerRecord, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaError, TopicAlreadyExistsError
+from aiokafka.helpers import create_ssl_context
 from faststream.kafka import KafkaBroker
+from faststream.security import BaseSecurity, SASLScram256, SASLScram512
 from prometheus_client import Gauge
 
 from shared.events import ALL_TOPICS, VoteDeadLettered
@@ -36,6 +38,31 @@ CONSUMER_LAG = Gauge(
 )
 
 
+def client_options(settings: ServiceSettings) -> dict[str, Any]:
+    """Connection options for plain aiokafka clients (admin, offset probes)."""
+    if settings.kafka_security_protocol == "PLAINTEXT":
+        return {"bootstrap_servers": settings.kafka_bootstrap_servers}
+    return {
+        "bootstrap_servers": settings.kafka_bootstrap_servers,
+        "security_protocol": "SASL_SSL",
+        "sasl_mechanism": settings.kafka_sasl_mechanism,
+        "sasl_plain_username": settings.kafka_sasl_username,
+        "sasl_plain_password": settings.kafka_sasl_password.get_secret_value(),
+        "ssl_context": create_ssl_context(cafile=settings.kafka_ssl_cafile),
+    }
+
+
+def _security(settings: ServiceSettings) -> BaseSecurity | None:
+    if settings.kafka_security_protocol == "PLAINTEXT":
+        return None
+    scram = SASLScram512 if settings.kafka_sasl_mechanism == "SCRAM-SHA-512" else SASLScram256
+    return scram(
+        settings.kafka_sasl_username,
+        settings.kafka_sasl_password.get_secret_value(),
+        ssl_context=create_ssl_context(cafile=settings.kafka_ssl_cafile),
+    )
+
+
 def make_broker(settings: ServiceSettings, *, client_id: str, **overrides: Any) -> KafkaBroker:
     options: dict[str, Any] = {
         "client_id": client_id,
@@ -50,6 +77,7 @@ def make_broker(settings: ServiceSettings, *, client_id: str, **overrides: Any) 
         "logger": logging.getLogger(f"{client_id}.broker"),
         # Per-message "Received/Processed" lines are debug detail, not operations news.
         "log_level": logging.DEBUG,
+        "security": _security(settings),
     }
     return KafkaBroker(settings.kafka_bootstrap_servers, **(options | overrides))
 
@@ -60,9 +88,11 @@ async def ensure_topics(
     partitions: int,
     replication: int,
     topics: Iterable[str] = ALL_TOPICS,
+    options: dict[str, Any] | None = None,
 ) -> None:
     """Create the topics that are missing; safe to run from every replica at once."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=10_000)
+    connect = options or {"bootstrap_servers": bootstrap}
+    admin = AIOKafkaAdminClient(**connect, request_timeout_ms=10_000)
     await admin.start()
     try:
         existing = set(await admin.list_topics())
@@ -83,12 +113,15 @@ async def ensure_topics(
 
 async def wait_for_topics(settings: ServiceSettings, *, attempts: int = 60) -> None:
     """Retry topic creation while the broker is starting; give up after `attempts` s."""
+    if not settings.kafka_create_topics:
+        return
     for attempt in range(attempts):
         try:
             await ensure_topics(
                 settings.kafka_bootstrap_servers,
                 partitions=settings.kafka_topic_partitions,
                 replication=settings.kafka_replication_factor,
+                options=client_options(settings),
             )
             return
         except (KafkaError, OSError) as exc:

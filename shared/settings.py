@@ -29,6 +29,14 @@ class ServiceSettings(BaseSettings):
     kafka_topic_partitions: int = Field(default=4, ge=1, le=1024)
     kafka_replication_factor: int = Field(default=1, ge=1, le=7)
     polls_file: Path = DEMO_CATALOG
+    # Services whose Kafka user may not create topics (ACLs in Kubernetes) set this off;
+    # the topics are then declared by the platform (Strimzi KafkaTopic objects).
+    kafka_create_topics: bool = True
+    kafka_security_protocol: Literal["PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    kafka_sasl_mechanism: Literal["SCRAM-SHA-512", "SCRAM-SHA-256"] = "SCRAM-SHA-512"
+    kafka_sasl_username: str = ""
+    kafka_sasl_password: SecretStr = SecretStr("")
+    kafka_ssl_cafile: Path | None = None
     build_version: str = "dev"
 
 

@@ -18,7 +18,7 @@ from shared.catalog import load_catalog
 from shared.drain import PipelineProbe
 from shared.events import TOPIC_ACCEPTED, TOPIC_SUBMITTED
 from shared.http import Health, build_app
-from shared.kafka import make_broker, wait_for_topics
+from shared.kafka import client_options, make_broker, wait_for_topics
 from shared.pg import connect_and_migrate
 from shared.service import (
     background,
@@ -47,7 +47,7 @@ def create_app(settings: TallySettings) -> Starlette:
     staff = StaffTokens(settings.staff_tokens)
     health = Health(SERVICE, ["kafka", "postgres"])
     broker = make_broker(settings, client_id=SERVICE)
-    probe = PipelineProbe(settings.kafka_bootstrap_servers)
+    probe = PipelineProbe(client_options(settings))
     state: dict[str, object] = {}
 
     async def read_counts() -> dict[str, dict[str, int]]:
