@@ -21,6 +21,7 @@ from starlette.routing import BaseRoute, Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from shared.errors import ApiError, BadRequest
+from shared.metric_names import HTTP_DURATION_BUCKETS
 
 log = logging.getLogger(__name__)
 
@@ -30,7 +31,7 @@ HTTP_DURATION = Histogram(
     "http_request_duration_seconds",
     "HTTP request duration by route template",
     ["service", "route", "method", "status"],
-    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+    buckets=HTTP_DURATION_BUCKETS,
 )
 BUILD_INFO = Gauge("build_info", "Build of the running service", ["service", "version"])
 DEPENDENCY_UP = Gauge(

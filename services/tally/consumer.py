@@ -12,7 +12,7 @@ from prometheus_client import Counter, Histogram
 from services.tally import store
 from shared.consuming import BatchRunner, subscriber_options
 from shared.events import TOPIC_ACCEPTED, TOPIC_DEADLETTER, VoteAccepted
-from shared.metrics import DELAY_BUCKETS
+from shared.metric_names import DELAY_BUCKETS
 
 GROUP = "tally"
 
