@@ -1,0 +1,199 @@
+// Staff console: sign in with the staff token (kept in sessionStorage, so it is gone when
+// the tab closes), list each poll's draw, draw with a typed confirmation, download the
+// winners CSV. No framework, no build step, nothing loaded from elsewhere.
+"use strict";
+
+(function () {
+  const TOKEN_KEY = "lottery-staff-token";
+  const $ = (id) => document.getElementById(id);
+
+  function token() {
+    return sessionStorage.getItem(TOKEN_KEY);
+  }
+
+  async function call(method, path, body) {
+    const headers = { Authorization: "Bearer " + token() };
+    if (body !== undefined) headers["Content-Type"] = "application/json";
+    const response = await fetch(path, {
+      method,
+      headers,
+      body: body === undefined ? undefined : JSON.stringify(body),
+      cache: "no-store",
+    });
+    return response;
+  }
+
+  async function problem(response) {
+    try {
+      const data = await response.json();
+      return (data.detail || data.title || response.statusText) + (data.code ? " (" + data.code + ")" : "");
+    } catch {
+      return response.status + " " + response.statusText;
+    }
+  }
+
+  function showSignIn(message) {
+    sessionStorage.removeItem(TOKEN_KEY);
+    $("sign-in").hidden = false;
+    $("who").hidden = true;
+    $("sign-out").hidden = true;
+    $("refresh").hidden = true;
+    $("polls").replaceChildren();
+    const error = $("sign-in-error");
+    error.hidden = !message;
+    error.textContent = message || "";
+    $("status").textContent = "";
+  }
+
+  function localTime(iso) {
+    return iso ? new Date(iso).toLocaleString() : "";
+  }
+
+  function field(card, name) {
+    return card.querySelector('[data-field="' + name + '"]');
+  }
+
+  function fillHistogram(target, histogram) {
+    const entries = Object.entries(histogram || {});
+    const top = Math.max(1, ...entries.map(([, n]) => n));
+    target.replaceChildren(
+      ...entries.map(([days, n]) => {
+        const column = document.createElement("div");
+        column.className = "bar-col";
+        column.title = n + " entries voted on " + days + " day(s)";
+        const count = document.createElement("span");
+        count.textContent = n;
+        const fill = document.createElement("div");
+        fill.className = "fill";
+        fill.style.height = Math.round((n / top) * 80) + "%";
+        const label = document.createElement("span");
+        label.textContent = days + "d";
+        column.append(count, fill, label);
+        return column;
+      }),
+    );
+  }
+
+  function fillRanked(tbody, rows) {
+    tbody.replaceChildren(
+      ...rows.map((row) => {
+        const tr = document.createElement("tr");
+        for (const value of [row.rank, row.entry_id, row.name_masked, row.phone_masked]) {
+          const td = document.createElement("td");
+          td.textContent = value;
+          tr.append(td);
+        }
+        return tr;
+      }),
+    );
+  }
+
+  function renderPoll(poll) {
+    const card = $("poll-card").content.firstElementChild.cloneNode(true);
+    for (const name of ["title", "poll_id", "state", "prize", "prizes", "reserves", "entries", "eligible"]) {
+      field(card, name).textContent = poll[name];
+    }
+    field(card, "opens_at").textContent = localTime(poll.opens_at);
+    field(card, "closes_at").textContent = localTime(poll.closes_at);
+    field(card, "commitment").textContent = poll.commitment || "not fixed yet (voting has not opened)";
+    fillHistogram(field(card, "histogram"), poll.days_histogram);
+    const drawPart = card.querySelector('[data-part="draw"]');
+    const results = card.querySelector('[data-part="results"]');
+    drawPart.hidden = poll.state !== "awaiting_draw";
+    card.querySelector('[data-part="before-close"]').hidden = poll.state !== "open";
+    results.hidden = poll.state !== "drawn";
+    if (poll.state === "drawn") {
+      fillRanked(field(card, "winners"), poll.winners);
+      fillRanked(field(card, "reserve_list"), poll.reserve_list);
+      field(card, "audit").href = "/api/v1/polls/" + encodeURIComponent(poll.poll_id) + "/lottery/audit";
+    }
+    const confirm = card.querySelector('[data-input="confirm"]');
+    const drawButton = card.querySelector('[data-action="draw"]');
+    confirm.addEventListener("input", () => {
+      drawButton.disabled = confirm.value.trim() !== poll.poll_id;
+    });
+    drawButton.addEventListener("click", () => draw(poll, card));
+    card.querySelector('[data-action="csv"]').addEventListener("click", () => downloadCsv(poll, card));
+    return card;
+  }
+
+  function showError(card, message) {
+    const error = field(card, "error");
+    error.hidden = !message;
+    error.textContent = message || "";
+  }
+
+  async function draw(poll, card) {
+    const button = card.querySelector('[data-action="draw"]');
+    const entropy = card.querySelector('[data-input="entropy"]').value;
+    button.disabled = true;
+    showError(card, "");
+    try {
+      const body = entropy ? { external_entropy: entropy } : undefined;
+      const response = await call("POST", "/api/v1/polls/" + encodeURIComponent(poll.poll_id) + "/lottery/draw", body);
+      if (response.status === 401 || response.status === 403) return showSignIn(await problem(response));
+      if (!response.ok) {
+        let message = await problem(response);
+        button.disabled = false;
+        return showError(card, message);
+      }
+      await load();
+    } catch (error) {
+      button.disabled = false;
+      showError(card, "The draw could not be requested: " + error);
+    }
+  }
+
+  async function downloadCsv(poll, card) {
+    showError(card, "");
+    const response = await call("GET", "/api/v1/polls/" + encodeURIComponent(poll.poll_id) + "/lottery/winners.csv");
+    if (response.status === 401 || response.status === 403) return showSignIn(await problem(response));
+    if (!response.ok) return showError(card, await problem(response));
+    const url = URL.createObjectURL(await response.blob());
+    const link = document.createElement("a");
+    link.href = url;
+    link.download = poll.poll_id + "-winners.csv";
+    document.body.append(link);
+    link.click();
+    link.remove();
+    setTimeout(() => URL.revokeObjectURL(url), 10000);
+  }
+
+  async function load() {
+    $("status").textContent = "Loading…";
+    let response;
+    try {
+      response = await call("GET", "/staff/api/polls");
+    } catch (error) {
+      $("status").textContent = "The lottery service cannot be reached: " + error;
+      return;
+    }
+    if (response.status === 401 || response.status === 403) return showSignIn(await problem(response));
+    if (!response.ok) {
+      $("status").textContent = await problem(response);
+      return;
+    }
+    const data = await response.json();
+    $("sign-in").hidden = true;
+    $("who").hidden = false;
+    $("who").textContent = "Signed in as " + data.staff;
+    $("sign-out").hidden = false;
+    $("refresh").hidden = false;
+    $("status").textContent = data.polls.length ? "" : "No poll in the catalog has a prize draw.";
+    $("polls").replaceChildren(...data.polls.map(renderPoll));
+  }
+
+  $("sign-in-form").addEventListener("submit", (event) => {
+    event.preventDefault();
+    const value = $("token").value.trim();
+    if (!value) return;
+    sessionStorage.setItem(TOKEN_KEY, value);
+    $("token").value = "";
+    load();
+  });
+  $("sign-out").addEventListener("click", () => showSignIn(""));
+  $("refresh").addEventListener("click", () => load());
+
+  if (token()) load();
+  else showSignIn("");
+})();
