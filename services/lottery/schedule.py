@@ -8,17 +8,11 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Iterable, Mapping
-from datetime import datetime, timedelta
+from datetime import datetime
 from enum import StrEnum
-from typing import Final
 
-from shared.catalog import Poll, PollState
+from shared.catalog import CLOSE_GRACE, Poll, PollState
 from shared.errors import Conflict, Forbidden
-
-# A vote received just before the close may still be on its way from the edge to Kafka
-# (the edge gives up on a publish after 2 s), where no consumer offset can show it yet:
-# the draw waits this long after the close before trusting the lag to be complete.
-CLOSE_GRACE: Final = timedelta(seconds=5)
 
 
 class LotteryState(StrEnum):

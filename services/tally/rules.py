@@ -2,15 +2,11 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any
 
-from shared.catalog import Poll, PollState
+from shared.catalog import CLOSE_GRACE, Poll, PollState
 from shared.events import format_utc
-
-# A vote received just before the close may still be on its way from the edge to Kafka
-# (the edge gives up on a publish after 2 s); results are final only after this margin.
-CLOSE_GRACE = timedelta(seconds=5)
 
 
 def may_become_final(poll: Poll, now: datetime) -> bool:
