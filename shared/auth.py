@@ -53,7 +53,9 @@ class VoterTokens:
             elif algorithm == "RS256" and self._public_key:
                 key = self._public_key
             else:
-                raise Unauthorized("the voter token's algorithm is not accepted")
+                raise Unauthorized(
+                    "the voter token's algorithm is not accepted", code="invalid_token"
+                )
             claims = jwt.decode(
                 token,
                 key,
