@@ -1,0 +1,56 @@
+"""Decision lookup: GET /api/v1/votes/{vote_id} answers pending until the vote is decided."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+import asyncpg
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import BaseRoute, Route
+
+from services.antifraud import store
+from shared.catalog import Catalog
+from shared.errors import NotFound
+from shared.events import RejectReason, format_utc
+from shared.http import JsonResponse
+
+
+def status_document(
+    vote_id: str, found: store.StoredDecision | None, catalog: Catalog
+) -> dict[str, Any]:
+    if found is None:
+        return {
+            "vote_id": vote_id,
+            "poll_id": None,
+            "status": "pending",
+            "reason": None,
+            "day": None,
+        }
+    doc: dict[str, Any] = {
+        "vote_id": vote_id,
+        "poll_id": found.poll_id,
+        "status": found.verdict,
+        "reason": found.reason,
+        "day": found.day.isoformat() if found.day else None,
+    }
+    poll = catalog.get(found.poll_id)
+    if found.reason == RejectReason.DAILY_LIMIT and poll is not None:
+        doc["next_vote_at"] = format_utc(poll.next_day_starts(found.received_at))
+        doc["day"] = poll.day_of(found.received_at).isoformat()
+    return doc
+
+
+def routes(catalog: Catalog, pool: dict[str, asyncpg.Pool]) -> list[BaseRoute]:
+    async def vote_status(request: Request) -> Response:
+        vote_id = request.path_params["vote_id"]
+        try:
+            uuid.UUID(vote_id)
+        except ValueError as exc:
+            raise NotFound("no vote has this id", code="unknown_vote") from exc
+        found = await store.find_decision(pool["pool"], vote_id)
+        headers = {"Cache-Control": "no-store"}
+        return JsonResponse(status_document(vote_id, found, catalog), headers=headers)
+
+    return [Route("/api/v1/votes/{vote_id}", vote_status, methods=["GET"])]

@@ -1,0 +1,86 @@
+"""Wiring of the antifraud service: settings, broker, pool, consumer and decision lookup."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+from pathlib import Path
+
+import asyncpg
+from pydantic import Field, SecretStr
+from starlette.applications import Starlette
+
+from services.antifraud import consumer, store
+from services.antifraud.http import routes
+from shared.catalog import load_catalog
+from shared.http import Health, build_app
+from shared.kafka import make_broker, wait_for_topics
+from shared.pg import connect_and_migrate
+from shared.service import (
+    background,
+    build_or_exit,
+    consumer_probes,
+    serve,
+    watch_dependencies,
+)
+from shared.settings import DatabaseSettings, load_settings
+
+SERVICE = "antifraud"
+MIGRATIONS = Path(__file__).parent / "migrations"
+
+
+class AntifraudSettings(DatabaseSettings):
+    antifraud_port: int = Field(default=8082, ge=1, le=65535)
+    captcha_secret: SecretStr = Field(min_length=32)
+
+
+def now() -> datetime:
+    return datetime.now(UTC)
+
+
+def create_app(settings: AntifraudSettings) -> Starlette:
+    catalog = load_catalog(settings.polls_file)
+    health = Health(SERVICE, ["kafka", "postgres"])
+    broker = make_broker(settings, client_id=SERVICE)
+    pools: dict[str, asyncpg.Pool] = {}
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        await wait_for_topics(settings)
+        pool = await connect_and_migrate(
+            settings.database_url.get_secret_value(),
+            store.SCHEMA,
+            MIGRATIONS,
+            max_size=settings.db_pool_max,
+        )
+        pools["pool"] = pool
+        secret = settings.captcha_secret.get_secret_value()
+        subscriber = consumer.attach(broker, pool, catalog, secret, now)
+
+        probes = consumer_probes(broker, subscriber, consumer.GROUP, pool)
+        async with broker:
+            await broker.start()
+            async with (
+                background(watch_dependencies(health, probes), "health"),
+                background(store.prune_forever(pool, now), "prune"),
+            ):
+                yield
+        await pool.close()
+
+    return build_app(SERVICE, settings.build_version, routes(catalog, pools), health, lifespan)
+
+
+def main() -> None:
+    settings = load_settings(AntifraudSettings)
+    serve(
+        build_or_exit(lambda: create_app(settings)),
+        service=SERVICE,
+        host=settings.http_host,
+        port=settings.antifraud_port,
+        level=settings.log_level,
+    )
+
+
+if __name__ == "__main__":
+    main()
