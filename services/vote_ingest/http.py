@@ -1,0 +1,174 @@
+"""The voter-facing API of the edge: sessions, captchas, the catalog and vote intake."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from datetime import datetime
+from typing import Any
+
+from aiokafka.errors import KafkaError
+from prometheus_client import Counter
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import BaseRoute, Route
+
+from services.vote_ingest.openapi import openapi_document
+from services.vote_ingest.rules import TokenBuckets, parse_vote, require_open
+from shared.auth import VoterTokens, voter_from_header
+from shared.catalog import OPTION_LABELS, Catalog, Poll
+from shared.errors import NotFound, ServiceUnavailable, TooManyRequests
+from shared.events import VoteSubmitted, format_utc
+from shared.http import JsonResponse, read_json
+from shared.netaddr import Network, client_address
+
+log = logging.getLogger(__name__)
+
+VOTES_SUBMITTED = Counter("votes_submitted_total", "Votes accepted for decision (202)", ["poll"])
+SUBMIT_FAILED = Counter("votes_submit_failed_total", "Votes refused at the edge", ["poll", "code"])
+CAPTCHAS_ISSUED = Counter("captchas_issued_total", "Captchas handed out")
+
+Publish = Callable[[VoteSubmitted], Awaitable[None]]
+TakeCaptcha = Callable[[], Awaitable[tuple[str, str, datetime]]]
+
+NO_STORE = {"Cache-Control": "no-store"}
+
+
+def poll_view(poll: Poll, now: datetime) -> dict[str, Any]:
+    return {
+        "id": poll.id,
+        "title": poll.title,
+        "summary": poll.summary,
+        "options": list(poll.options),
+        "option_labels": {o: OPTION_LABELS[o] for o in poll.options},
+        "opens_at": format_utc(poll.opens_at),
+        "closes_at": format_utc(poll.closes_at),
+        "timezone": poll.timezone,
+        "daily_limit": poll.daily_limit,
+        "results": poll.results,
+        "lottery": poll.lottery.model_dump() if poll.lottery else None,
+        "state": poll.state_at(now).value,
+    }
+
+
+class Edge:
+    """The routes' shared dependencies, built once in main."""
+
+    def __init__(
+        self,
+        catalog: Catalog,
+        tokens: VoterTokens,
+        trusted: tuple[Network, ...],
+        publish: Publish,
+        take_captcha: TakeCaptcha,
+        clock: Callable[[], datetime],
+        *,
+        publish_timeout: float = 2.0,
+    ) -> None:
+        self.catalog = catalog
+        self.tokens = tokens
+        self.trusted = trusted
+        self.publish = publish
+        self.take_captcha = take_captcha
+        self.clock = clock
+        self.publish_timeout = publish_timeout
+        # Sessions are per device; a generous per-address budget still lets hundreds of
+        # phones behind one carrier NAT address start in a minute, but not a script.
+        self.session_limit = TokenBuckets(rate_per_second=5.0, burst=300)
+        self.captcha_limit = TokenBuckets(rate_per_second=20.0, burst=600)
+
+    def client_ip(self, request: Request) -> str:
+        peer = request.client.host if request.client else "0.0.0.0"  # noqa: S104
+        return client_address(peer, request.headers.get("x-forwarded-for"), self.trusted)
+
+    def poll(self, request: Request) -> Poll:
+        poll_id = request.path_params["poll"]
+        poll = self.catalog.get(poll_id)
+        if poll is None:
+            raise NotFound(f"no poll {poll_id!r}", code="unknown_poll")
+        return poll
+
+    async def create_session(self, request: Request) -> Response:
+        if not self.session_limit.allow(self.client_ip(request), time.monotonic()):
+            raise TooManyRequests("too many new sessions from this address; retry in a minute")
+        issued = self.tokens.issue(self.clock())
+        body = {
+            "voter_token": issued.token,
+            "voter_id": issued.voter_id,
+            "expires_at": format_utc(issued.expires_at),
+        }
+        return JsonResponse(body, status_code=201, headers=NO_STORE)
+
+    async def create_captcha(self, request: Request) -> Response:
+        if not self.captcha_limit.allow(self.client_ip(request), time.monotonic()):
+            raise TooManyRequests("too many captchas from this address; retry in a minute")
+        captcha_id, image, expires_at = await self.take_captcha()
+        CAPTCHAS_ISSUED.inc()
+        body = {"captcha_id": captcha_id, "image": image, "expires_at": format_utc(expires_at)}
+        return JsonResponse(body, status_code=201, headers=NO_STORE)
+
+    async def list_polls(self, request: Request) -> Response:
+        now = self.clock()
+        return JsonResponse({"polls": [poll_view(p, now) for p in self.catalog.polls]})
+
+    async def get_poll(self, request: Request) -> Response:
+        return JsonResponse(poll_view(self.poll(request), self.clock()))
+
+    async def submit_vote(self, request: Request) -> Response:
+        received_at = self.clock()
+        poll = self.poll(request)
+        voter_id = voter_from_header(self.tokens, request.headers.get("authorization"))
+        try:
+            require_open(poll, received_at)
+            body = parse_vote(await read_json(request), poll)
+        except Exception as exc:
+            SUBMIT_FAILED.labels(poll.id, getattr(exc, "instance_code", "error")).inc()
+            raise
+        event = VoteSubmitted(
+            vote_id=str(uuid.uuid4()),
+            poll_id=poll.id,
+            choice=body.choice,
+            voter_id=voter_id,
+            captcha_id=body.captcha_id,
+            captcha_answer=body.captcha_answer.strip(),
+            received_at=received_at,
+            client_ip=self.client_ip(request),
+            user_agent=request.headers.get("user-agent", "")[:256],
+        )
+        await self._publish(event)
+        VOTES_SUBMITTED.labels(poll.id).inc()
+        log.info("vote submitted", extra={"vote_id": event.vote_id, "poll": poll.id})
+        status_url = f"/api/v1/votes/{event.vote_id}"
+        return JsonResponse(
+            {"vote_id": event.vote_id, "status": "pending", "status_url": status_url},
+            status_code=202,
+            headers={**NO_STORE, "Location": status_url},
+        )
+
+    async def _publish(self, event: VoteSubmitted) -> None:
+        """Answer 202 only once Kafka has the event; otherwise 503 and nothing stored."""
+        try:
+            await asyncio.wait_for(self.publish(event), timeout=self.publish_timeout)
+        except (TimeoutError, KafkaError, OSError) as exc:
+            SUBMIT_FAILED.labels(event.poll_id, "broker_unavailable").inc()
+            log.warning("publish failed: %s", type(exc).__name__, extra={"vote_id": event.vote_id})
+            raise ServiceUnavailable(
+                "the vote could not be recorded right now; nothing was stored, please retry",
+                code="broker_unavailable",
+            ) from exc
+
+    async def openapi(self, request: Request) -> Response:
+        return JsonResponse(openapi_document())
+
+    def routes(self) -> list[BaseRoute]:
+        return [
+            Route("/openapi.json", self.openapi, methods=["GET"]),
+            Route("/api/v1/session", self.create_session, methods=["POST"]),
+            Route("/api/v1/captcha", self.create_captcha, methods=["POST"]),
+            Route("/api/v1/polls", self.list_polls, methods=["GET"]),
+            Route("/api/v1/polls/{poll}", self.get_poll, methods=["GET"]),
+            Route("/api/v1/polls/{poll}/votes", self.submit_vote, methods=["POST"]),
+        ]

@@ -1,0 +1,109 @@
+"""Wiring of the ingest edge: settings, broker, captcha pool, pages and the HTTP app."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+
+from pydantic import Field, SecretStr
+from starlette.applications import Starlette
+from starlette.routing import BaseRoute
+
+from services.vote_ingest.http import Edge
+from shared.auth import VoterTokens
+from shared.captcha import CaptchaPool
+from shared.catalog import Catalog, load_catalog
+from shared.events import TOPIC_SUBMITTED, VoteSubmitted
+from shared.http import Health, build_app
+from shared.kafka import make_broker, wait_for_topics
+from shared.netaddr import parse_networks
+from shared.service import background, build_or_exit, serve, watch_dependencies
+from shared.settings import ServiceSettings, load_settings
+
+SERVICE = "vote_ingest"
+
+
+class IngestSettings(ServiceSettings):
+    vote_ingest_port: int = Field(default=8081, ge=1, le=65535)
+    captcha_secret: SecretStr = Field(min_length=32)
+    voter_token_secret: SecretStr = Field(min_length=32)
+    voter_token_public_key: str = ""
+    trusted_proxies: str = "127.0.0.1/32,::1/128"
+    publish_timeout_seconds: float = Field(default=2.0, gt=0, le=30)
+
+
+def now() -> datetime:
+    return datetime.now(UTC)
+
+
+def page_routes(catalog: Catalog) -> list[BaseRoute]:
+    from services.vote_ingest.pages import page_routes as build
+
+    return build(catalog, clock=now)
+
+
+def create_app(settings: IngestSettings) -> Starlette:
+    catalog = load_catalog(settings.polls_file)
+    tokens = VoterTokens(
+        settings.voter_token_secret.get_secret_value(), settings.voter_token_public_key
+    )
+    health = Health(SERVICE, ["kafka"])
+    # A publish that cannot reach the broker fails inside the request timeout, so the
+    # voter gets a 503 (and the record is dropped by the producer) rather than a 202
+    # for a vote that might never be stored.
+    request_timeout_ms = int(settings.publish_timeout_seconds * 750)
+    broker = make_broker(settings, client_id=SERVICE, request_timeout_ms=request_timeout_ms)
+    captchas = CaptchaPool(settings.captcha_secret.get_secret_value())
+
+    async def publish(event: VoteSubmitted) -> None:
+        await broker.publish(
+            event.model_dump_json().encode(), TOPIC_SUBMITTED, key=event.voter_id.encode()
+        )
+
+    edge = Edge(
+        catalog,
+        tokens,
+        parse_networks(settings.trusted_proxies),
+        publish,
+        captchas.take,
+        now,
+        publish_timeout=settings.publish_timeout_seconds,
+    )
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        await wait_for_topics(settings)
+
+        async def kafka_up() -> bool:
+            return await broker.ping(timeout=2.0)
+
+        await captchas.start()
+        async with broker:
+            await broker.start()
+            async with background(watch_dependencies(health, {"kafka": kafka_up}), "health"):
+                yield
+        await captchas.stop()
+
+    return build_app(
+        SERVICE,
+        settings.build_version,
+        [*edge.routes(), *page_routes(catalog)],
+        health,
+        lifespan,
+    )
+
+
+def main() -> None:
+    settings = load_settings(IngestSettings)
+    serve(
+        build_or_exit(lambda: create_app(settings)),
+        service=SERVICE,
+        host=settings.http_host,
+        port=settings.vote_ingest_port,
+        level=settings.log_level,
+    )
+
+
+if __name__ == "__main__":
+    main()

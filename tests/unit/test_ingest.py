@@ -1,0 +1,306 @@
+"""The ingest edge in-process with a recording publisher: what voters and bots get back."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+
+import httpx
+import jwt
+import pytest
+from starlette.applications import Starlette
+
+from services.vote_ingest.http import Edge
+from shared.auth import AUDIENCE, ISSUER, VoterTokens
+from shared.captcha import expected_answer, issue
+from shared.catalog import Catalog, parse_catalog
+from shared.events import VoteSubmitted
+from shared.http import Health, build_app
+from shared.netaddr import parse_networks
+
+# Token expiry is checked against the real clock, so the polls are placed around it.
+NOW = datetime.now(UTC).replace(microsecond=0)
+
+
+def _at(days: int) -> str:
+    return (NOW + timedelta(days=days)).isoformat()
+
+
+SECRET = "t" * 40
+CAPTCHA_SECRET = "c" * 40
+
+CATALOG = parse_catalog(
+    f"""
+polls:
+  - id: open-poll
+    title: Open
+    options: [excellent, good, fair, poor]
+    opens_at: {_at(-3)}
+    closes_at: {_at(10)}
+  - id: closed-poll
+    title: Closed
+    options: [excellent, good, fair, poor]
+    opens_at: {_at(-30)}
+    closes_at: {_at(-1)}
+  - id: later-poll
+    title: Later
+    options: [excellent, good, fair, poor]
+    opens_at: {_at(2)}
+    closes_at: {_at(20)}
+"""
+)
+
+
+class Recorder:
+    def __init__(self) -> None:
+        self.events: list[VoteSubmitted] = []
+        self.fail = False
+
+    async def __call__(self, event: VoteSubmitted) -> None:
+        if self.fail:
+            raise TimeoutError("broker did not acknowledge")
+        self.events.append(event)
+
+
+async def take_captcha() -> tuple[str, str, datetime]:
+    captcha_id = issue(CAPTCHA_SECRET, NOW)
+    return captcha_id, "data:image/png;base64,", NOW + timedelta(minutes=5)
+
+
+def make_app(
+    recorder: Recorder, catalog: Catalog = CATALOG, trusted: str = "10.0.0.1/32"
+) -> Starlette:
+    edge = Edge(
+        catalog,
+        VoterTokens(SECRET),
+        parse_networks(trusted),
+        recorder,
+        take_captcha,
+        lambda: NOW,
+    )
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        yield
+
+    return build_app("vote_ingest", "test", edge.routes(), Health("vote_ingest", []), lifespan)
+
+
+@pytest.fixture
+def recorder() -> Recorder:
+    return Recorder()
+
+
+def client(app: Starlette, peer: str = "203.0.113.7") -> httpx.AsyncClient:
+    transport = httpx.ASGITransport(app=app, client=(peer, 50000))
+    return httpx.AsyncClient(transport=transport, base_url="http://edge")
+
+
+async def session(c: httpx.AsyncClient) -> str:
+    response = await c.post("/api/v1/session")
+    assert response.status_code == 201
+    token: str = response.json()["voter_token"]
+    return token
+
+
+def vote_body(choice: str = "good") -> dict[str, str]:
+    captcha_id = issue(CAPTCHA_SECRET, NOW)
+    return {
+        "choice": choice,
+        "captcha_id": captcha_id,
+        "captcha_answer": expected_answer(CAPTCHA_SECRET, captcha_id),
+    }
+
+
+async def test_a_valid_vote_is_published_then_answered_202(recorder: Recorder) -> None:
+    async with client(make_app(recorder)) as c:
+        token = await session(c)
+        response = await c.post(
+            "/api/v1/polls/open-poll/votes",
+            json=vote_body(),
+            headers={"Authorization": f"Bearer {token}", "User-Agent": "phone"},
+        )
+    assert response.status_code == 202
+    body = response.json()
+    assert body["status"] == "pending"
+    assert body["status_url"] == f"/api/v1/votes/{body['vote_id']}"
+    [event] = recorder.events
+    assert event.vote_id == body["vote_id"]
+    assert event.received_at == NOW
+    assert event.client_ip == "203.0.113.7"
+    assert event.voter_id == VoterTokens(SECRET).verify(token)
+
+
+async def test_broker_failure_is_503_and_nothing_is_claimed(recorder: Recorder) -> None:
+    recorder.fail = True
+    async with client(make_app(recorder)) as c:
+        token = await session(c)
+        response = await c.post(
+            "/api/v1/polls/open-poll/votes",
+            json=vote_body(),
+            headers={"Authorization": f"Bearer {token}"},
+        )
+    assert response.status_code == 503
+    assert response.headers["content-type"] == "application/problem+json"
+    assert response.json()["code"] == "broker_unavailable"
+
+
+@pytest.mark.parametrize(
+    ("token_of", "code"),
+    [
+        (lambda: "not-a-jwt", "invalid_token"),
+        (
+            lambda: jwt.encode(
+                {"sub": "v-1", "exp": NOW + timedelta(days=1), "iss": ISSUER, "aud": AUDIENCE},
+                "x" * 40,
+                algorithm="HS256",
+            ),
+            "invalid_token",
+        ),
+        (
+            lambda: jwt.encode(
+                {
+                    "sub": "v-1",
+                    "exp": datetime.now(UTC) - timedelta(hours=1),
+                    "iss": ISSUER,
+                    "aud": AUDIENCE,
+                },
+                SECRET,
+                algorithm="HS256",
+            ),
+            "token_expired",
+        ),
+        (
+            lambda: jwt.encode(
+                {"sub": "v-1", "exp": NOW + timedelta(days=1), "iss": ISSUER, "aud": AUDIENCE},
+                "",
+                algorithm="none",
+            ),
+            "invalid_token",
+        ),
+    ],
+)
+async def test_forged_or_expired_tokens_get_401(
+    recorder: Recorder, token_of: object, code: str
+) -> None:
+    token = token_of()  # type: ignore[operator]
+    async with client(make_app(recorder)) as c:
+        response = await c.post(
+            "/api/v1/polls/open-poll/votes",
+            json=vote_body(),
+            headers={"Authorization": f"Bearer {token}"},
+        )
+    assert response.status_code == 401
+    assert response.json()["code"] == code
+    assert recorder.events == []
+
+
+@pytest.mark.parametrize(
+    ("path", "status", "code"),
+    [
+        ("/api/v1/polls/closed-poll/votes", 403, "poll_closed"),
+        ("/api/v1/polls/later-poll/votes", 403, "poll_not_open"),
+        ("/api/v1/polls/no-such-poll/votes", 404, "unknown_poll"),
+    ],
+)
+async def test_poll_window_and_existence(
+    recorder: Recorder, path: str, status: int, code: str
+) -> None:
+    async with client(make_app(recorder)) as c:
+        token = await session(c)
+        response = await c.post(
+            path, json=vote_body(), headers={"Authorization": f"Bearer {token}"}
+        )
+    assert (response.status_code, response.json()["code"]) == (status, code)
+    assert recorder.events == []
+
+
+@pytest.mark.parametrize(
+    ("body", "code"),
+    [
+        (b"{not json", "invalid_json"),
+        (b"[]", "invalid_body"),
+        (b'{"choice": "good"}', "invalid_body"),
+        (b'{"choice": 1, "captcha_id": "abcdefghij", "captcha_answer": "AB12"}', "invalid_body"),
+        (
+            b'{"choice": "meh", "captcha_id": "abcdefghij", "captcha_answer": "AB12"}',
+            "invalid_choice",
+        ),
+        (
+            b'{"choice": "good", "captcha_id": "abcdefghij", "captcha_answer": "AB12", "x": 1}',
+            "invalid_body",
+        ),
+        (
+            b'{"choice": "good", "captcha_id": "'
+            + b"\\u2603" * 8
+            + b'", "captcha_answer": "AB12"}',
+            "captcha_malformed",
+        ),
+        ("\ufffe\U0001f600".encode("utf-8", "surrogatepass"), "invalid_json"),
+    ],
+)
+async def test_bad_bodies_get_422_problem_json(recorder: Recorder, body: bytes, code: str) -> None:
+    async with client(make_app(recorder)) as c:
+        token = await session(c)
+        response = await c.post(
+            "/api/v1/polls/open-poll/votes",
+            content=body,
+            headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"},
+        )
+    assert response.status_code == 422
+    assert response.headers["content-type"] == "application/problem+json"
+    assert response.json()["code"] == code
+    assert recorder.events == []
+
+
+async def test_bodies_over_4_kib_get_413(recorder: Recorder) -> None:
+    async with client(make_app(recorder)) as c:
+        token = await session(c)
+        response = await c.post(
+            "/api/v1/polls/open-poll/votes",
+            content=b"x" * (10 * 1024 * 1024),
+            headers={"Authorization": f"Bearer {token}"},
+        )
+    assert response.status_code == 413
+    assert response.json()["code"] == "payload_too_large"
+
+
+async def test_forwarded_for_is_ignored_from_an_untrusted_peer(recorder: Recorder) -> None:
+    async with client(make_app(recorder), peer="203.0.113.7") as c:
+        token = await session(c)
+        await c.post(
+            "/api/v1/polls/open-poll/votes",
+            json=vote_body(),
+            headers={"Authorization": f"Bearer {token}", "X-Forwarded-For": "198.51.100.1"},
+        )
+    assert [e.client_ip for e in recorder.events] == ["203.0.113.7"]
+
+
+async def test_forwarded_for_is_used_from_the_trusted_gateway(recorder: Recorder) -> None:
+    async with client(make_app(recorder), peer="10.0.0.1") as c:
+        token = await session(c)
+        await c.post(
+            "/api/v1/polls/open-poll/votes",
+            json=vote_body(),
+            headers={
+                "Authorization": f"Bearer {token}",
+                "X-Forwarded-For": "198.51.100.1, 10.0.0.1",
+            },
+        )
+    assert [e.client_ip for e in recorder.events] == ["198.51.100.1"]
+
+
+async def test_sessions_are_rate_limited_per_address(recorder: Recorder) -> None:
+    async with client(make_app(recorder)) as c:
+        statuses = [(await c.post("/api/v1/session")).status_code for _ in range(320)]
+    assert statuses.count(201) >= 300
+    assert statuses[-1] == 429
+
+
+async def test_captcha_is_never_cached(recorder: Recorder) -> None:
+    async with client(make_app(recorder)) as c:
+        response = await c.post("/api/v1/captcha")
+    assert response.status_code == 201
+    assert response.headers["cache-control"] == "no-store"
+    assert set(response.json()) == {"captcha_id", "image", "expires_at"}
