@@ -1,0 +1,135 @@
+"""A citizen votes from a phone in a real browser, through the gateway.
+
+The captcha is answered the way the load generator and rehearsals do it: computed from the
+secret and the id the page shows, since a test cannot read the picture.
+Screenshots of what the voter saw are kept in test-artifacts/.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+from playwright.async_api import Browser, BrowserContext, Page, async_playwright, expect
+
+from shared.captcha import expected_answer
+
+pytestmark = pytest.mark.e2e
+
+DEMO_POLL = "demo-reform"
+DECISION_TIMEOUT_MS = 20_000
+ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+NEW_CAPTCHA_ID = """previous => {
+  const id = document.getElementById("captcha-image").dataset.captchaId;
+  return id && id !== previous ? id : null;
+}"""
+
+
+@pytest.fixture(scope="session")
+async def browser() -> AsyncIterator[Browser]:
+    async with async_playwright() as playwright:
+        launched = await playwright.chromium.launch(
+            executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS
+        )
+        yield launched
+        await launched.close()
+
+
+@pytest.fixture
+async def phone(browser: Browser) -> AsyncIterator[BrowserContext]:
+    # A fresh context is a new device: empty storage, so a new anonymous voter. The phone's
+    # own zone is not Beijing, so times on the page must come from the poll's zone.
+    context = await browser.new_context(
+        viewport={"width": 390, "height": 844},
+        device_scale_factor=2,
+        is_mobile=True,
+        has_touch=True,
+        locale="zh-CN",
+        timezone_id="America/New_York",
+    )
+    yield context
+    await context.close()
+
+
+async def screenshot(page: Page, name: str) -> None:
+    ARTIFACTS.mkdir(exist_ok=True)
+    await page.screenshot(path=ARTIFACTS / f"voting-page-{name}.png", full_page=True)
+
+
+async def type_captcha(page: Page, secret: str, previous: str) -> str:
+    """Answer the captcha on screen once a new one (not `previous`) has loaded."""
+    handle = await page.wait_for_function(NEW_CAPTCHA_ID, arg=previous)
+    captcha_id = await handle.json_value()
+    assert isinstance(captcha_id, str)
+    await page.get_by_label("验证码", exact=True).fill(expected_answer(secret, captcha_id))
+    return captcha_id
+
+
+async def test_vote_then_daily_limit_then_english(
+    phone: BrowserContext, gateway_url: str, captcha_secret: str
+) -> None:
+    page = await phone.new_page()
+    try:
+        await _vote_then_daily_limit_then_english(page, gateway_url, captcha_secret)
+    except BaseException:
+        await screenshot(page, "failure")
+        raise
+
+
+async def _vote_then_daily_limit_then_english(page: Page, gateway_url: str, secret: str) -> None:
+    await page.goto(f"{gateway_url}/polls/{DEMO_POLL}")
+    await expect(page.locator("html")).to_have_attribute("lang", "zh-CN")
+    await expect(page.get_by_role("heading", level=1)).to_have_text("文化馆总分馆制建设")
+    ratings = page.get_by_role("group", name="请选择一项评价")
+    for label in ("优", "良", "中", "差"):
+        await expect(ratings.get_by_role("radio", name=label, exact=True)).to_be_visible()
+    await expect(page.locator("#countdown")).to_contain_text("距投票截止还有")
+
+    # First vote of the day: recorded.
+    outcome = page.locator("#outcome")
+    await ratings.get_by_role("radio", name="优", exact=True).check()
+    first_captcha = await type_captcha(page, secret, previous="")
+    await page.get_by_role("button", name="提交投票").click()
+    await expect(outcome).to_contain_text("投票成功", timeout=DECISION_TIMEOUT_MS)
+    await expect(outcome).to_contain_text("投票编号")
+    await expect(outcome).to_contain_text(re.compile(r"投票日：\d{4}年\d{1,2}月\d{1,2}日"))
+    await screenshot(page, "1-accepted-zh")
+
+    # Second vote the same day: refused, with the hour to come back on Beijing time.
+    await ratings.get_by_role("radio", name="良", exact=True).check()
+    await type_captcha(page, secret, previous=first_captcha)
+    await page.get_by_role("button", name="提交投票").click()
+    await expect(outcome).to_contain_text("您今天已经投过票了", timeout=DECISION_TIMEOUT_MS)
+    await expect(outcome).to_contain_text(
+        re.compile(r"请在 \d{4}年\d{1,2}月\d{1,2}日 00:00（北京时间）之后再来投票")
+    )
+    await expect(outcome).not_to_contain_text("投票成功")
+    await screenshot(page, "2-daily-limit-zh")
+
+    # The same page in English, and the choice is remembered on the next visit.
+    await page.get_by_role("link", name="English").click()
+    await expect(page.locator("html")).to_have_attribute("lang", "en")
+    await expect(page.get_by_role("heading", name="Your rating")).to_be_visible()
+    english = page.get_by_role("group", name="Choose one rating")
+    for label in ("Excellent", "Good", "Fair", "Poor"):
+        await expect(english.get_by_role("radio", name=label, exact=True)).to_be_visible()
+    await expect(page.get_by_role("button", name="Submit vote")).to_be_visible()
+    await expect(page.get_by_label("Verification code", exact=True)).to_be_visible()
+    await screenshot(page, "3-english")
+
+    await page.goto(f"{gateway_url}/")
+    await expect(page.locator("html")).to_have_attribute("lang", "en")
+    await expect(page.get_by_role("link", name="文化馆总分馆制建设", exact=True)).to_have_attribute(
+        "href", f"/polls/{DEMO_POLL}?lang=en"
+    )
