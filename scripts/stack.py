@@ -382,6 +382,10 @@ def missing_packages(*, browser: bool) -> list[str]:
     }
     if browser:
         wanted["chromium"] = _which("chromium") is not None
+        # The pages are Chinese; without a CJK font the browser draws boxes.
+        wanted["fonts-wqy-microhei"] = Path(
+            "/usr/share/fonts/truetype/wqy/wqy-microhei.ttc"
+        ).exists()
     return [package for package, present in wanted.items() if not present]
 
 
