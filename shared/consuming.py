@@ -16,12 +16,14 @@ import logging
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, TypeVar
 
+import msgspec
 from aiokafka import ConsumerRecord
 from aiokafka.coordinator.assignors.roundrobin import RoundRobinPartitionAssignor
 from aiokafka.errors import KafkaError
 from faststream import AckPolicy
 from faststream.kafka import KafkaBroker
 from faststream.kafka.message import KafkaMessage
+from faststream.message import StreamMessage
 from prometheus_client import Counter
 from pydantic import BaseModel, ValidationError
 
@@ -30,7 +32,8 @@ from shared.kafka import dead_letter
 
 log = logging.getLogger(__name__)
 
-E = TypeVar("E", bound=BaseModel)
+E = TypeVar("E")
+Decode = Callable[[bytes], E]
 
 DEADLETTERED = Counter(
     "votes_deadlettered_total", "Records sent to the dead-letter topic", ["group", "topic"]
@@ -40,9 +43,20 @@ DEADLETTERED = Counter(
 ASSIGNORS = (RoundRobinPartitionAssignor,)
 
 
+def _raw_records(msg: StreamMessage[Any]) -> Any:
+    """The batch as FastStream received it: handlers decode the records themselves.
+
+    FastStream's own batch decoder builds a message object and parses JSON for every
+    record before the handler runs; the handlers here never use that result, and it cost
+    more CPU than everything else a tally batch does.
+    """
+    return msg.body
+
+
 def subscriber_options(group: str, *, max_records: int = 2000) -> dict[str, Any]:
     return {
         "group_id": group,
+        "decoder": _raw_records,
         "batch": True,
         "max_records": max_records,
         "batch_timeout_ms": 20,
@@ -55,15 +69,29 @@ def subscriber_options(group: str, *, max_records: int = 2000) -> dict[str, Any]
     }
 
 
+def decoder_for(model: type[E]) -> Decode[E]:
+    """How a record's value becomes `model`: a pydantic event model, or a msgspec Struct
+    (a consumer's hot path: the same checks on every field, several times cheaper)."""
+    if issubclass(model, msgspec.Struct):
+        return msgspec.json.Decoder(model).decode
+    if issubclass(model, BaseModel):
+        return model.model_validate_json
+    raise TypeError(f"cannot decode records into {model!r}")
+
+
 def decode_batch(
-    records: Sequence[ConsumerRecord[Any, Any]], model: type[E], group: str
+    records: Sequence[ConsumerRecord[Any, Any]],
+    model: type[E],
+    group: str,
+    decode: Decode[E] | None = None,
 ) -> tuple[list[E], list[VoteDeadLettered]]:
+    decode = decode or decoder_for(model)
     decoded: list[E] = []
     poisoned: list[VoteDeadLettered] = []
     for record in records:
         try:
-            decoded.append(model.model_validate_json(record.value))
-        except (ValidationError, ValueError, TypeError) as exc:
+            decoded.append(decode(record.value))
+        except (ValidationError, msgspec.MsgspecError, ValueError, TypeError) as exc:
             poisoned.append(dead_letter(record, f"{type(exc).__name__}: {exc}", group))
     return decoded, poisoned
 
@@ -101,12 +129,13 @@ class BatchRunner:
         self.group = group
         self.handle = handle
         self.deadletter_topic = deadletter_topic
+        self.decode = decoder_for(model)
         self.failures = 0
 
     async def __call__(self, msg: KafkaMessage) -> None:
         records = msg.raw_message if isinstance(msg.raw_message, tuple) else (msg.raw_message,)
         try:
-            events, poisoned = decode_batch(records, self.model, self.group)
+            events, poisoned = decode_batch(records, self.model, self.group, self.decode)
             if poisoned:
                 await publish_dead_letters(self.broker, poisoned, self.deadletter_topic)
             if events:

@@ -2,19 +2,25 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from collections import Counter as Tally
+from datetime import UTC, date, datetime
+from typing import Annotated
 
 import asyncpg
+import msgspec
 from faststream.kafka import KafkaBroker
 from faststream.kafka.annotations import KafkaMessage
 from prometheus_client import Counter, Histogram
 
 from services.tally import store
 from shared.consuming import BatchRunner, subscriber_options
-from shared.events import TOPIC_ACCEPTED, TOPIC_DEADLETTER, VoteAccepted
+from shared.events import TOPIC_ACCEPTED, TOPIC_DEADLETTER
 from shared.metric_names import DELAY_BUCKETS
 
 GROUP = "tally"
+# A catch-up reads as many records per batch as a fetch brings (about 4,000 per
+# partition): one transaction and one offset commit per batch, however large.
+MAX_RECORDS = 10_000
 
 VOTES_COUNTED = Counter("votes_counted_total", "Accepted votes counted", ["poll", "choice"])
 COUNT_DELAY = Histogram(
@@ -22,6 +28,30 @@ COUNT_DELAY = Histogram(
     "From received_at to the vote being counted",
     buckets=DELAY_BUCKETS,
 )
+
+AwareDatetime = Annotated[datetime, msgspec.Meta(tz=True)]
+
+
+class AcceptedVote(msgspec.Struct, frozen=True):
+    """The `votes.accepted` record as shared.events.VoteAccepted defines it, decoded with
+    msgspec: every field is checked as the pydantic model checks it (a record that fails
+    is dead-lettered), about nine times cheaper, which decides how fast tally catches up.
+    Unknown fields are ignored, as the event model does."""
+
+    vote_id: str
+    poll_id: str
+    choice: str
+    voter_id: str
+    day: date
+    received_at: AwareDatetime
+    decided_at: AwareDatetime
+
+
+def observe(counted: list[AcceptedVote], now: datetime) -> None:
+    for (poll, choice), n in Tally((v.poll_id, v.choice) for v in counted).items():
+        VOTES_COUNTED.labels(poll, choice).inc(n)
+    for vote in counted:
+        COUNT_DELAY.observe(max(0.0, (now - vote.received_at).total_seconds()))
 
 
 def attach(
@@ -34,15 +64,12 @@ def attach(
 ) -> object:
     """Register the subscriber on the broker; returns it (for lag reporting)."""
 
-    async def handle(votes: list[VoteAccepted]) -> None:
+    async def handle(votes: list[AcceptedVote]) -> None:
         counted = await store.count_batch(pool, votes)
-        now = datetime.now(UTC)
-        for vote in counted:
-            VOTES_COUNTED.labels(vote.poll_id, vote.choice).inc()
-            COUNT_DELAY.observe(max(0.0, (now - vote.received_at).total_seconds()))
+        observe(counted, datetime.now(UTC))
 
-    runner = BatchRunner(broker, VoteAccepted, group, handle, deadletter_topic=deadletter_topic)
-    subscriber = broker.subscriber(topic, **subscriber_options(group))
+    runner = BatchRunner(broker, AcceptedVote, group, handle, deadletter_topic=deadletter_topic)
+    subscriber = broker.subscriber(topic, **subscriber_options(group, max_records=MAX_RECORDS))
 
     async def on_vote_accepted(msg: KafkaMessage) -> None:
         await runner(msg)
