@@ -36,7 +36,7 @@ from bench.loadgen import CHOICES, Kind, Mix, plan_votes
 from shared.captcha import expected_answer, issue
 from shared.events import VoteAccepted, VoteSubmitted
 from shared.kafka import ensure_topics, make_broker
-from shared.pg import migrate
+from shared.pg import create_pool, migrate
 from shared.settings import ServiceSettings
 
 log = logging.getLogger(__name__)
@@ -273,9 +273,14 @@ class StatementCounter:
 
 @asynccontextmanager
 async def service_pool(
-    dsn: str, schema: str, migrations: Path, counter: StatementCounter | None = None
+    dsn: str,
+    schema: str,
+    migrations: Path,
+    counter: StatementCounter | None = None,
+    *,
+    reset_session: bool = True,
 ) -> AsyncIterator[asyncpg.Pool]:
-    """A pool like the service's own (shared.pg), on a fresh schema, dropped afterwards."""
+    """The service's own pool (shared.pg), on a fresh schema, dropped afterwards."""
     conn = await asyncpg.connect(dsn)
     try:
         await migrate(conn, schema, migrations)
@@ -286,14 +291,7 @@ async def service_pool(
         if counter is not None:
             connection.add_query_logger(counter)
 
-    pool = await asyncpg.create_pool(
-        dsn,
-        min_size=1,
-        max_size=10,
-        command_timeout=30,
-        server_settings={"search_path": schema, "application_name": schema},
-        init=init,
-    )
+    pool = await create_pool(dsn, schema, reset_session=reset_session, init=init)
     try:
         yield pool
     finally:
@@ -378,7 +376,8 @@ async def tally_catchup(env: BenchEnv, n: int) -> CatchupResult:
     def attach(broker: Any, pool: asyncpg.Pool, group: str) -> object:
         return tally.attach(broker, pool, topic=topic, group=group, deadletter_topic=dlq)
 
-    async with service_pool(env.database_url, schema, migrations) as pool:
+    resets = store.POOL_RESETS_SESSION
+    async with service_pool(env.database_url, schema, migrations, reset_session=resets) as pool:
         started = time.perf_counter()
         async with running_consumer(env.kafka_bootstrap, group, pool, attach):
             result = await wait_committed(env.kafka_bootstrap, group, n, started, "tally")
@@ -471,6 +470,7 @@ async def tally_statements(
 ) -> list[StatementLevel]:
     """Statements tally sends per vote while votes arrive at each rate (in-process)."""
     from services.tally import consumer as tally
+    from services.tally import store
 
     levels = []
     migrations = Path(tally.__file__).parent / "migrations"
@@ -487,7 +487,10 @@ async def tally_statements(
         ) -> object:
             return tally.attach(broker, pool, topic=t, group=group, deadletter_topic=d)
 
-        async with service_pool(env.database_url, schema, migrations, counter) as pool:
+        resets = store.POOL_RESETS_SESSION
+        async with service_pool(
+            env.database_url, schema, migrations, counter, reset_session=resets
+        ) as pool:
             async with running_consumer(env.kafka_bootstrap, group, pool, attach):
                 await asyncio.sleep(2)  # joined and idle: start counting from here
                 counter.reset()

@@ -69,6 +69,7 @@ def create_app(settings: TallySettings) -> Starlette:
             store.SCHEMA,
             MIGRATIONS,
             max_size=settings.db_pool_max,
+            reset_session=store.POOL_RESETS_SESSION,
         )
         state["pool"] = pool
         subscriber = consumer.attach(broker, pool)
