@@ -9,9 +9,12 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import time
 import uuid
+from collections import OrderedDict
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import jwt
 
@@ -30,11 +33,15 @@ class IssuedToken:
 
 
 class VoterTokens:
-    def __init__(self, secret: str, public_key: str | None = None) -> None:
+    def __init__(
+        self, secret: str, public_key: str | None = None, *, cache_size: int = 10_000
+    ) -> None:
         if len(secret) < 32:
             raise ValueError("VOTER_TOKEN_SECRET must be at least 32 characters")
         self._secret = secret
         self._public_key = public_key or None
+        self._cache_size = cache_size
+        self._verified: OrderedDict[str, tuple[str, float]] = OrderedDict()
 
     def issue(self, now: datetime, ttl: timedelta = timedelta(days=30)) -> IssuedToken:
         voter_id = f"v-{uuid.uuid4().hex}"
@@ -45,34 +52,59 @@ class VoterTokens:
 
     def verify(self, token: str) -> str:
         """The voter id of a valid token; Unauthorized otherwise."""
+        now = time.time()
+        known = self._verified.get(token)
+        if known is not None and now < known[1]:
+            self._verified.move_to_end(token)
+            return known[0]
+        claims = self._decode(token)
+        subject = claims["sub"]
+        if not isinstance(subject, str) or not 1 <= len(subject) <= 128:
+            raise Unauthorized("the voter token has no usable subject", code="invalid_token")
+        self._remember(token, subject, claims["exp"], now)
+        return subject
+
+    def _decode(self, token: str) -> dict[str, Any]:
+        # HS256 first, without reading the header on its own: a token of another
+        # algorithm is refused by the allow-list before any key is used, then tried as
+        # RS256 when a public key is configured (the key always picks the algorithm).
         try:
-            header = jwt.get_unverified_header(token)
-            algorithm = header.get("alg")
-            if algorithm == "HS256":
-                key: str = self._secret
-            elif algorithm == "RS256" and self._public_key:
-                key = self._public_key
-            else:
-                raise Unauthorized(
-                    "the voter token's algorithm is not accepted", code="invalid_token"
-                )
-            claims = jwt.decode(
-                token,
-                key,
-                algorithms=[algorithm],
-                audience=AUDIENCE,
-                issuer=ISSUER,
-                leeway=_LEEWAY,
-                options={"require": ["sub", "exp"]},
-            )
+            try:
+                return self._decode_with(token, self._secret, "HS256")
+            except jwt.InvalidAlgorithmError:
+                if not self._public_key:
+                    raise
+                return self._decode_with(token, self._public_key, "RS256")
+        except jwt.InvalidAlgorithmError as exc:
+            raise Unauthorized(
+                "the voter token's algorithm is not accepted", code="invalid_token"
+            ) from exc
         except jwt.ExpiredSignatureError as exc:
             raise Unauthorized("the voter token has expired", code="token_expired") from exc
         except jwt.PyJWTError as exc:
             raise Unauthorized("the voter token is not valid", code="invalid_token") from exc
-        subject = claims["sub"]
-        if not isinstance(subject, str) or not 1 <= len(subject) <= 128:
-            raise Unauthorized("the voter token has no usable subject", code="invalid_token")
-        return subject
+
+    @staticmethod
+    def _decode_with(token: str, key: str, algorithm: str) -> dict[str, Any]:
+        claims: dict[str, Any] = jwt.decode(
+            token,
+            key,
+            algorithms=[algorithm],
+            audience=AUDIENCE,
+            issuer=ISSUER,
+            leeway=_LEEWAY,
+            options={"require": ["sub", "exp"]},
+        )
+        return claims
+
+    def _remember(self, token: str, subject: str, exp: Any, now: float) -> None:
+        """Keep a verified token until its expiry: a retried or repeated request with
+        the same token skips the signature check. Bounded, least recently used first out."""
+        if not isinstance(exp, int | float) or exp <= now:
+            return
+        self._verified[token] = (subject, float(exp))
+        while len(self._verified) > self._cache_size:
+            self._verified.popitem(last=False)
 
 
 def bearer(authorization: str | None) -> str | None:

@@ -4,13 +4,13 @@ health, readiness and metrics endpoints.
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
 from typing import Any
 
+import msgspec
 from prometheus_client import CONTENT_TYPE_LATEST, Gauge, Histogram, generate_latest
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
@@ -48,8 +48,14 @@ _HTTP_CODES = {
 
 
 class JsonResponse(JSONResponse):
+    """Compact UTF-8 JSON, rendered by msgspec (a fraction of the stdlib's cost per answer)."""
+
     def render(self, content: Any) -> bytes:
-        return json.dumps(content, ensure_ascii=False, separators=(",", ":")).encode()
+        return _ENCODER.encode(content)
+
+
+_ENCODER = msgspec.json.Encoder()
+_DECODER = msgspec.json.Decoder()
 
 
 def problem(status: int, code: str, title: str, detail: str, **extra: Any) -> JsonResponse:
@@ -220,6 +226,6 @@ async def read_json(request: Request) -> Any:
     """The request body as JSON, or a 422 problem saying why not."""
     body = await request.body()
     try:
-        return json.loads(body)
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        return _DECODER.decode(body)
+    except msgspec.DecodeError as exc:
         raise BadRequest(f"the body is not valid JSON: {exc}", code="invalid_json") from exc

@@ -151,7 +151,8 @@ class Edge:
     async def _publish(self, event: VoteSubmitted) -> None:
         """Answer 202 only once Kafka has the event; otherwise 503 and nothing stored."""
         try:
-            await asyncio.wait_for(self.publish(event), timeout=self.publish_timeout)
+            async with asyncio.timeout(self.publish_timeout):
+                await self.publish(event)
         except (TimeoutError, KafkaError, OSError) as exc:
             SUBMIT_FAILED.labels(event.poll_id, "broker_unavailable").inc()
             log.warning("publish failed: %s", type(exc).__name__, extra={"vote_id": event.vote_id})

@@ -196,6 +196,26 @@ async def test_forged_or_expired_tokens_get_401(
     assert recorder.events == []
 
 
+async def test_a_token_seen_before_still_names_its_voter_and_a_tampered_copy_is_refused(
+    recorder: Recorder,
+) -> None:
+    async with client(make_app(recorder)) as c:
+        token = await session(c)
+        head, payload, signature = token.split(".")
+        forged = f"{head}.{payload}.{signature[:-2]}{'AA' if signature[-2:] != 'AA' else 'BA'}"
+        statuses = []
+        for attempt in (token, token, forged):
+            response = await c.post(
+                "/api/v1/polls/open-poll/votes",
+                json=vote_body(),
+                headers={"Authorization": f"Bearer {attempt}"},
+            )
+            statuses.append(response.status_code)
+    assert statuses == [202, 202, 401]
+    voter = VoterTokens(SECRET).verify(token)
+    assert [e.voter_id for e in recorder.events] == [voter, voter]
+
+
 @pytest.mark.parametrize(
     ("path", "status", "code"),
     [
