@@ -35,8 +35,9 @@ from bench.env import BENCH_POLL, BenchEnv
 from bench.loadgen import CHOICES, Kind, Mix, plan_votes
 from shared.captcha import expected_answer, issue
 from shared.events import VoteAccepted, VoteSubmitted
-from shared.kafka import ensure_topics, make_broker
+from shared.kafka import ensure_topics, make_broker, make_producer
 from shared.pg import create_pool, migrate
+from shared.producer import ReliableProducer
 from shared.settings import ServiceSettings
 
 log = logging.getLogger(__name__)
@@ -315,18 +316,24 @@ async def xact_commits(dsn: str) -> int:
         await conn.close()
 
 
-Attach = Callable[[Any, asyncpg.Pool, str], object]
+Attach = Callable[[Any, asyncpg.Pool, str, ReliableProducer], object]
 
 
 @asynccontextmanager
 async def running_consumer(
     bootstrap: str, group: str, pool: asyncpg.Pool, attach: Attach
 ) -> AsyncIterator[None]:
-    broker = make_broker(ServiceSettings(kafka_bootstrap_servers=bootstrap), client_id=group)
-    attach(broker, pool, group)
-    async with broker:
-        await broker.start()
-        yield
+    settings = ServiceSettings(kafka_bootstrap_servers=bootstrap)
+    broker = make_broker(settings, client_id=group)
+    producer = make_producer(settings, client_id=group)
+    await producer.start()
+    attach(broker, pool, group, producer)
+    try:
+        async with broker:
+            await broker.start()
+            yield
+    finally:
+        await producer.stop()
 
 
 # --------------------------------------------------------------------------- the parts
@@ -373,8 +380,10 @@ async def tally_catchup(env: BenchEnv, n: int) -> CatchupResult:
     )
     migrations = Path(tally.__file__).parent / "migrations"
 
-    def attach(broker: Any, pool: asyncpg.Pool, group: str) -> object:
-        return tally.attach(broker, pool, topic=topic, group=group, deadletter_topic=dlq)
+    def attach(broker: Any, pool: asyncpg.Pool, group: str, producer: ReliableProducer) -> object:
+        return tally.attach(
+            broker, pool, topic=topic, group=group, deadletter_topic=dlq, producer=producer
+        )
 
     resets = store.POOL_RESETS_SESSION
     async with service_pool(env.database_url, schema, migrations, reset_session=resets) as pool:
@@ -419,7 +428,7 @@ async def antifraud_catchup(env: BenchEnv, n: int, mix: Mix) -> CatchupResult:
     )
     migrations = Path(antifraud.__file__).parent / "migrations"
 
-    def attach(broker: Any, pool: asyncpg.Pool, group: str) -> object:
+    def attach(broker: Any, pool: asyncpg.Pool, group: str, producer: ReliableProducer) -> object:
         return antifraud.attach(
             broker,
             pool,
@@ -428,6 +437,7 @@ async def antifraud_catchup(env: BenchEnv, n: int, mix: Mix) -> CatchupResult:
             lambda: datetime.now(UTC),
             topics=topics,
             group=group,
+            producer=producer,
         )
 
     async with service_pool(env.database_url, schema, migrations) as pool:
@@ -483,9 +493,16 @@ async def tally_statements(
         counter = StatementCounter()
 
         def attach(
-            broker: Any, pool: asyncpg.Pool, group: str, t: str = topic, d: str = dlq
+            broker: Any,
+            pool: asyncpg.Pool,
+            group: str,
+            producer: ReliableProducer,
+            t: str = topic,
+            d: str = dlq,
         ) -> object:
-            return tally.attach(broker, pool, topic=t, group=group, deadletter_topic=d)
+            return tally.attach(
+                broker, pool, topic=t, group=group, deadletter_topic=d, producer=producer
+            )
 
         resets = store.POOL_RESETS_SESSION
         async with service_pool(

@@ -21,7 +21,6 @@ from aiokafka import ConsumerRecord
 from aiokafka.coordinator.assignors.roundrobin import RoundRobinPartitionAssignor
 from aiokafka.errors import KafkaError
 from faststream import AckPolicy
-from faststream.kafka import KafkaBroker
 from faststream.kafka.message import KafkaMessage
 from faststream.message import StreamMessage
 from prometheus_client import Counter
@@ -29,6 +28,7 @@ from pydantic import BaseModel, ValidationError
 
 from shared.events import TOPIC_DEADLETTER, VoteDeadLettered
 from shared.kafka import dead_letter
+from shared.producer import ReliableProducer
 
 log = logging.getLogger(__name__)
 
@@ -97,7 +97,9 @@ def decode_batch(
 
 
 async def publish_dead_letters(
-    broker: KafkaBroker, letters: Sequence[VoteDeadLettered], topic: str = TOPIC_DEADLETTER
+    producer: ReliableProducer,
+    letters: Sequence[VoteDeadLettered],
+    topic: str = TOPIC_DEADLETTER,
 ) -> None:
     for letter in letters:
         log.warning(
@@ -107,8 +109,15 @@ async def publish_dead_letters(
             letter.offset,
             letter.error[:200],
         )
-        key = base64.b64decode(letter.key) if letter.key is not None else None
-        await broker.publish(letter.model_dump_json().encode(), topic, key=key)
+    await producer.send_many(
+        (
+            topic,
+            letter.model_dump_json().encode(),
+            base64.b64decode(letter.key) if letter.key is not None else None,
+        )
+        for letter in letters
+    )
+    for letter in letters:
         DEADLETTERED.labels(letter.consumer, letter.topic).inc()
 
 
@@ -117,14 +126,14 @@ class BatchRunner:
 
     def __init__(
         self,
-        broker: KafkaBroker,
+        producer: ReliableProducer,
         model: type[E],
         group: str,
         handle: Callable[[list[E]], Awaitable[None]],
         *,
         deadletter_topic: str = TOPIC_DEADLETTER,
     ) -> None:
-        self.broker = broker
+        self.producer = producer
         self.model = model
         self.group = group
         self.handle = handle
@@ -137,7 +146,7 @@ class BatchRunner:
         try:
             events, poisoned = decode_batch(records, self.model, self.group, self.decode)
             if poisoned:
-                await publish_dead_letters(self.broker, poisoned, self.deadletter_topic)
+                await publish_dead_letters(self.producer, poisoned, self.deadletter_topic)
             if events:
                 await self.handle(events)
         except Exception:

@@ -23,6 +23,7 @@ from faststream.security import BaseSecurity, SASLScram256, SASLScram512
 from prometheus_client import Gauge
 
 from shared.events import ALL_TOPICS, VoteDeadLettered
+from shared.producer import ReliableProducer
 from shared.settings import ServiceSettings
 
 log = logging.getLogger(__name__)
@@ -60,6 +61,14 @@ def _security(settings: ServiceSettings) -> BaseSecurity | None:
         settings.kafka_sasl_username,
         settings.kafka_sasl_password.get_secret_value(),
         ssl_context=create_ssl_context(cafile=settings.kafka_ssl_cafile),
+    )
+
+
+def make_producer(
+    settings: ServiceSettings, *, client_id: str, request_timeout_ms: int = 5_000
+) -> ReliableProducer:
+    return ReliableProducer(
+        client_options(settings), client_id=client_id, request_timeout_ms=request_timeout_ms
     )
 
 

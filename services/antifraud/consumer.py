@@ -7,7 +7,6 @@ replay those votes are already decided: their stored decisions are published aga
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
@@ -31,6 +30,7 @@ from shared.events import (
     VoteSubmitted,
 )
 from shared.metric_names import DELAY_BUCKETS
+from shared.producer import ReliableProducer
 
 GROUP = "antifraud"
 
@@ -85,18 +85,17 @@ def attach(
     *,
     topics: Topics = Topics(),
     group: str = GROUP,
+    producer: ReliableProducer,
 ) -> object:
     async def handle(submissions: list[VoteSubmitted]) -> None:
         outcome = await store.decide_and_record(pool, submissions, catalog, captcha_secret, clock())
-        sends = []
-        for item in outcome:
-            topic, value = decision_event(item.decision, item.decided_at, topics)
-            sends.append(
-                await broker.publish(
-                    value, topic, key=item.decision.voter_id.encode(), no_confirm=True
-                )
+        await producer.send_many(
+            (
+                *decision_event(item.decision, item.decided_at, topics),
+                item.decision.voter_id.encode(),
             )
-        await asyncio.gather(*sends)
+            for item in outcome
+        )
         now = clock()
         for item in outcome:
             if item.fresh:
@@ -107,7 +106,7 @@ def attach(
                 VOTES_DECIDED.labels(poll, verdict, d.reason or "").inc()
                 DECISION_DELAY.observe(max(0.0, (now - d.received_at).total_seconds()))
 
-    runner = BatchRunner(broker, VoteSubmitted, group, handle, deadletter_topic=topics.deadletter)
+    runner = BatchRunner(producer, VoteSubmitted, group, handle, deadletter_topic=topics.deadletter)
     subscriber = broker.subscriber(topics.submitted, **subscriber_options(group))
 
     async def on_vote_submitted(msg: KafkaMessage) -> None:

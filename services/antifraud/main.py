@@ -15,7 +15,7 @@ from services.antifraud import consumer, store
 from services.antifraud.http import routes
 from shared.catalog import load_catalog
 from shared.http import Health, build_app
-from shared.kafka import make_broker, wait_for_topics
+from shared.kafka import make_broker, make_producer, wait_for_topics
 from shared.pg import connect_and_migrate
 from shared.service import (
     background,
@@ -43,6 +43,7 @@ def create_app(settings: AntifraudSettings) -> Starlette:
     catalog = load_catalog(settings.polls_file)
     health = Health(SERVICE, ["kafka", "postgres"])
     broker = make_broker(settings, client_id=SERVICE)
+    producer = make_producer(settings, client_id=SERVICE)
     pools: dict[str, asyncpg.Pool] = {}
 
     @contextlib.asynccontextmanager
@@ -56,7 +57,8 @@ def create_app(settings: AntifraudSettings) -> Starlette:
         )
         pools["pool"] = pool
         secret = settings.captcha_secret.get_secret_value()
-        subscriber = consumer.attach(broker, pool, catalog, secret, now)
+        await producer.start()
+        subscriber = consumer.attach(broker, pool, catalog, secret, now, producer=producer)
 
         probes = consumer_probes(broker, subscriber, consumer.GROUP, pool)
         async with broker:
@@ -66,6 +68,7 @@ def create_app(settings: AntifraudSettings) -> Starlette:
                 background(store.prune_forever(pool, now), "prune"),
             ):
                 yield
+        await producer.stop()
         await pool.close()
 
     return build_app(SERVICE, settings.build_version, routes(catalog, pools), health, lifespan)

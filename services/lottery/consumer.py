@@ -13,6 +13,7 @@ from services.lottery.schedule import counts_toward_days
 from shared.catalog import Catalog
 from shared.consuming import BatchRunner, subscriber_options
 from shared.events import TOPIC_ACCEPTED, TOPIC_DEADLETTER, VoteAccepted
+from shared.producer import ReliableProducer
 
 GROUP = "lottery"
 
@@ -42,13 +43,14 @@ def attach(
     topic: str = TOPIC_ACCEPTED,
     group: str = GROUP,
     deadletter_topic: str = TOPIC_DEADLETTER,
+    producer: ReliableProducer,
 ) -> object:
     """Register the subscriber on the broker; returns it (for lag reporting)."""
 
     async def handle(votes: list[VoteAccepted]) -> None:
         await store.record_days(pool, days_voted(catalog, votes))
 
-    runner = BatchRunner(broker, VoteAccepted, group, handle, deadletter_topic=deadletter_topic)
+    runner = BatchRunner(producer, VoteAccepted, group, handle, deadletter_topic=deadletter_topic)
     subscriber = broker.subscriber(topic, **subscriber_options(group))
 
     async def on_vote_accepted(msg: KafkaMessage) -> None:

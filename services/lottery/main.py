@@ -25,7 +25,7 @@ from shared.drain import PipelineProbe
 from shared.errors import ServiceUnavailable
 from shared.events import TOPIC_ACCEPTED, TOPIC_DEADLETTER, TOPIC_SUBMITTED
 from shared.http import Health, build_app
-from shared.kafka import client_options, make_broker, wait_for_topics
+from shared.kafka import client_options, make_broker, make_producer, wait_for_topics
 from shared.pg import connect_and_migrate
 from shared.service import (
     background,
@@ -103,6 +103,7 @@ def create_app(
     staff = StaffTokens(settings.staff_tokens)
     health = Health(SERVICE, ["kafka", "postgres"])
     broker = make_broker(settings, client_id=SERVICE)
+    producer = make_producer(settings, client_id=SERVICE)
     probe = PipelineProbe(client_options(settings))
 
     async def pipeline_left() -> dict[str, int]:
@@ -128,6 +129,7 @@ def create_app(
         lottery.bind(pool)
         await lottery.fix_due_commitments()
         await lottery.refresh_entry_gauge()
+        await producer.start()
         subscriber = consumer.attach(
             broker,
             pool,
@@ -135,6 +137,7 @@ def create_app(
             topic=topology.accepted_topic,
             group=topology.group,
             deadletter_topic=topology.deadletter_topic,
+            producer=producer,
         )
         await probe.start()
 
@@ -147,6 +150,7 @@ def create_app(
             ):
                 yield
         await probe.stop()
+        await producer.stop()
         await pool.close()
 
     return build_app(

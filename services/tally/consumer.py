@@ -16,6 +16,7 @@ from services.tally import store
 from shared.consuming import BatchRunner, subscriber_options
 from shared.events import TOPIC_ACCEPTED, TOPIC_DEADLETTER
 from shared.metric_names import DELAY_BUCKETS
+from shared.producer import ReliableProducer
 
 GROUP = "tally"
 # A catch-up reads as many records per batch as a fetch brings (about 4,000 per
@@ -61,6 +62,7 @@ def attach(
     topic: str = TOPIC_ACCEPTED,
     group: str = GROUP,
     deadletter_topic: str = TOPIC_DEADLETTER,
+    producer: ReliableProducer,
 ) -> object:
     """Register the subscriber on the broker; returns it (for lag reporting)."""
 
@@ -68,7 +70,7 @@ def attach(
         counted = await store.count_batch(pool, votes)
         observe(counted, datetime.now(UTC))
 
-    runner = BatchRunner(broker, AcceptedVote, group, handle, deadletter_topic=deadletter_topic)
+    runner = BatchRunner(producer, AcceptedVote, group, handle, deadletter_topic=deadletter_topic)
     subscriber = broker.subscriber(topic, **subscriber_options(group, max_records=MAX_RECORDS))
 
     async def on_vote_accepted(msg: KafkaMessage) -> None:

@@ -18,7 +18,7 @@ from shared.catalog import load_catalog
 from shared.drain import PipelineProbe
 from shared.events import TOPIC_ACCEPTED, TOPIC_SUBMITTED
 from shared.http import Health, build_app
-from shared.kafka import client_options, make_broker, wait_for_topics
+from shared.kafka import client_options, make_broker, make_producer, wait_for_topics
 from shared.pg import connect_and_migrate
 from shared.service import (
     background,
@@ -47,6 +47,7 @@ def create_app(settings: TallySettings) -> Starlette:
     staff = StaffTokens(settings.staff_tokens)
     health = Health(SERVICE, ["kafka", "postgres"])
     broker = make_broker(settings, client_id=SERVICE)
+    producer = make_producer(settings, client_id=SERVICE)
     probe = PipelineProbe(client_options(settings))
     state: dict[str, object] = {}
 
@@ -72,7 +73,8 @@ def create_app(settings: TallySettings) -> Starlette:
             reset_session=store.POOL_RESETS_SESSION,
         )
         state["pool"] = pool
-        subscriber = consumer.attach(broker, pool)
+        await producer.start()
+        subscriber = consumer.attach(broker, pool, producer=producer)
         await probe.start()
 
         probes = consumer_probes(broker, subscriber, consumer.GROUP, pool)
@@ -84,6 +86,7 @@ def create_app(settings: TallySettings) -> Starlette:
             ):
                 yield
         await probe.stop()
+        await producer.stop()
         await pool.close()
 
     return build_app(

@@ -16,7 +16,7 @@ from shared.captcha import CaptchaPool
 from shared.catalog import Catalog, load_catalog
 from shared.events import TOPIC_SUBMITTED, VoteSubmitted
 from shared.http import Health, build_app
-from shared.kafka import make_broker, wait_for_topics
+from shared.kafka import make_producer, wait_for_topics
 from shared.netaddr import parse_networks
 from shared.service import background, build_or_exit, serve, watch_dependencies
 from shared.settings import ServiceSettings, load_settings
@@ -53,12 +53,12 @@ def create_app(settings: IngestSettings) -> Starlette:
     # voter gets a 503 (and the record is dropped by the producer) rather than a 202
     # for a vote that might never be stored.
     request_timeout_ms = int(settings.publish_timeout_seconds * 750)
-    broker = make_broker(settings, client_id=SERVICE, request_timeout_ms=request_timeout_ms)
+    producer = make_producer(settings, client_id=SERVICE, request_timeout_ms=request_timeout_ms)
     captchas = CaptchaPool(settings.captcha_secret.get_secret_value())
 
     async def publish(event: VoteSubmitted) -> None:
-        await broker.publish(
-            event.model_dump_json().encode(), TOPIC_SUBMITTED, key=event.voter_id.encode()
+        await producer.send(
+            TOPIC_SUBMITTED, event.model_dump_json().encode(), event.voter_id.encode()
         )
 
     edge = Edge(
@@ -75,14 +75,11 @@ def create_app(settings: IngestSettings) -> Starlette:
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         await wait_for_topics(settings)
 
-        async def kafka_up() -> bool:
-            return await broker.ping(timeout=2.0)
-
         await captchas.start()
-        async with broker:
-            await broker.start()
-            async with background(watch_dependencies(health, {"kafka": kafka_up}), "health"):
-                yield
+        await producer.start()
+        async with background(watch_dependencies(health, {"kafka": producer.ping}), "health"):
+            yield
+        await producer.stop()
         await captchas.stop()
 
     return build_app(

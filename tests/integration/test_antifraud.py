@@ -20,7 +20,7 @@ from services.antifraud.consumer import Topics
 from shared.captcha import expected_answer, issue
 from shared.catalog import Catalog, parse_catalog
 from shared.events import VoteSubmitted
-from shared.kafka import make_broker
+from shared.kafka import make_broker, make_producer
 from shared.pg import connect_and_migrate
 from shared.settings import ServiceSettings
 from tests.support.kafka import create_topics, eventually, produce, read_all
@@ -80,6 +80,9 @@ async def run_consumers(
     for i in range(replicas):
         settings = ServiceSettings(kafka_bootstrap_servers=af.bootstrap)
         broker = make_broker(settings, client_id=f"{group}-{i}")
+        producer = make_producer(settings, client_id=f"{group}-{i}")
+        await producer.start()
+        stack.push_async_callback(producer.stop)
         consumer.attach(
             broker,
             af.pool,
@@ -88,6 +91,7 @@ async def run_consumers(
             lambda: datetime.now(UTC),
             topics=af.topics,
             group=group,
+            producer=producer,
         )
         await stack.enter_async_context(broker)
         await broker.start()

@@ -18,7 +18,7 @@ from aiokafka.admin import AIOKafkaAdminClient
 
 from services.tally import consumer, store
 from shared.events import VoteAccepted
-from shared.kafka import make_broker
+from shared.kafka import make_broker, make_producer
 from shared.pg import connect_and_migrate
 from shared.settings import ServiceSettings
 from tests.support.kafka import create_topics, eventually, produce, read_all
@@ -58,11 +58,24 @@ def records(votes: list[VoteAccepted]) -> list[tuple[bytes, bytes]]:
 
 
 async def start_consumer(t: Tally, group: str) -> AsyncIterator[None]:
-    broker = make_broker(ServiceSettings(kafka_bootstrap_servers=t.bootstrap), client_id=group)
-    consumer.attach(broker, t.pool, topic=t.topic, group=group, deadletter_topic=t.deadletter)
-    async with broker:
-        await broker.start()
-        yield
+    settings = ServiceSettings(kafka_bootstrap_servers=t.bootstrap)
+    broker = make_broker(settings, client_id=group)
+    producer = make_producer(settings, client_id=group)
+    await producer.start()
+    consumer.attach(
+        broker,
+        t.pool,
+        topic=t.topic,
+        group=group,
+        deadletter_topic=t.deadletter,
+        producer=producer,
+    )
+    try:
+        async with broker:
+            await broker.start()
+            yield
+    finally:
+        await producer.stop()
 
 
 @pytest.fixture

@@ -1,0 +1,110 @@
+"""A producer that stays usable across broker restarts.
+
+Sends wait for every in-sync replica (`acks=all`) with idempotence on. aiokafka's sender
+task stops for good when the broker answers OutOfOrderSequenceNumber or ProducerFenced -
+which happens after batches expired while the broker was restarting - and every later
+send then fails. Those sends were reported as failures to their callers (a voter got a
+503, a consumer batch was rewound), so nothing was claimed: the producer is rebuilt with
+a fresh producer id and sequences start again from zero.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Iterable
+from typing import Any
+
+from aiokafka import AIOKafkaProducer
+from aiokafka.errors import (
+    InvalidProducerEpoch,
+    KafkaError,
+    OutOfOrderSequenceNumber,
+    ProducerFenced,
+    UnknownProducerId,
+)
+
+log = logging.getLogger(__name__)
+
+_FATAL = (OutOfOrderSequenceNumber, ProducerFenced, UnknownProducerId, InvalidProducerEpoch)
+
+
+class ReliableProducer:
+    def __init__(self, options: dict[str, Any], *, client_id: str, request_timeout_ms: int) -> None:
+        self._options = {
+            **options,
+            "client_id": client_id,
+            "acks": "all",
+            "enable_idempotence": True,
+            "linger_ms": 2,
+            "max_batch_size": 256 * 1024,
+            "request_timeout_ms": request_timeout_ms,
+            "retry_backoff_ms": 100,
+        }
+        self._producer: AIOKafkaProducer | None = None
+        self._rebuilding = asyncio.Lock()
+        self.rebuilds = 0
+
+    async def start(self) -> None:
+        self._producer = await self._build()
+
+    async def stop(self) -> None:
+        if self._producer is not None:
+            await self._close(self._producer)
+            self._producer = None
+
+    async def _build(self) -> AIOKafkaProducer:
+        producer = AIOKafkaProducer(**self._options)
+        await producer.start()
+        return producer
+
+    @staticmethod
+    async def _close(producer: AIOKafkaProducer) -> None:
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(producer.stop(), timeout=5)
+
+    def _broken(self, producer: AIOKafkaProducer) -> bool:
+        sender = getattr(producer, "_sender", None)
+        task = getattr(sender, "sender_task", None)
+        return task is not None and task.done()
+
+    async def _current(self) -> AIOKafkaProducer:
+        producer = self._producer
+        if producer is None or self._broken(producer):
+            producer = await self._rebuild(producer)
+        return producer
+
+    async def _rebuild(self, broken: AIOKafkaProducer | None) -> AIOKafkaProducer:
+        async with self._rebuilding:
+            if self._producer is not broken and self._producer is not None:
+                return self._producer  # another sender rebuilt it meanwhile
+            if broken is not None:
+                log.warning("the Kafka producer stopped; starting a new one")
+                await self._close(broken)
+            self._producer = None
+            self._producer = await self._build()
+            self.rebuilds += 1
+            return self._producer
+
+    async def send_many(self, records: Iterable[tuple[str, bytes, bytes | None]]) -> None:
+        """Send (topic, value, key) records and wait until the broker has every one."""
+        producer = await self._current()
+        try:
+            futures = [await producer.send(t, value, key=key) for t, value, key in records]
+            await asyncio.gather(*futures)
+        except _FATAL:
+            await self._rebuild(producer)
+            raise
+        except KafkaError:
+            if self._broken(producer):
+                await self._rebuild(producer)
+            raise
+
+    async def send(self, topic: str, value: bytes, key: bytes | None) -> None:
+        await self.send_many([(topic, value, key)])
+
+    async def ping(self) -> bool:
+        """True when the broker answers a metadata request."""
+        producer = await self._current()
+        return bool(await producer.client.force_metadata_update())
