@@ -6,6 +6,15 @@ which happens after batches expired while the broker was restarting - and every 
 send then fails. Those sends were reported as failures to their callers (a voter got a
 503, a consumer batch was rewound), so nothing was claimed: the producer is rebuilt with
 a fresh producer id and sequences start again from zero.
+
+A send abandoned by its caller (the edge's deadline passed and the voter was told 503,
+"nothing was stored") must not reach the log later: aiokafka keeps a batch whose
+partition leader is known but unreachable and sends it when the broker returns. So a
+send that is cancelled or times out discards the whole producer without flushing it:
+every record not yet acknowledged fails with it (their callers are told so), and the
+next send builds a new producer. A record the broker appended but whose acknowledgement
+was still on its way when the deadline passed cannot be recalled; that window is the
+time between the broker's append and its answer.
 """
 
 from __future__ import annotations
@@ -20,6 +29,7 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.errors import (
     InvalidProducerEpoch,
     KafkaError,
+    KafkaTimeoutError,
     OutOfOrderSequenceNumber,
     ProducerFenced,
     UnknownProducerId,
@@ -44,7 +54,9 @@ class ReliableProducer:
         }
         self._producer: AIOKafkaProducer | None = None
         self._rebuilding = asyncio.Lock()
+        self._discarding: set[asyncio.Task[None]] = set()
         self.rebuilds = 0
+        self.discards = 0
 
     async def start(self) -> None:
         self._producer = await self._build()
@@ -53,6 +65,8 @@ class ReliableProducer:
         if self._producer is not None:
             await self._close(self._producer)
             self._producer = None
+        if self._discarding:
+            await asyncio.gather(*self._discarding, return_exceptions=True)
 
     async def _build(self) -> AIOKafkaProducer:
         producer = AIOKafkaProducer(**self._options)
@@ -87,12 +101,34 @@ class ReliableProducer:
             self.rebuilds += 1
             return self._producer
 
+    def _discard(self, producer: AIOKafkaProducer) -> None:
+        """Drop the producer and every record it still holds, without sending them."""
+        if self._producer is producer:
+            self._producer = None
+        self.discards += 1
+        producer._message_accumulator.fail_all(KafkaTimeoutError("send abandoned"))
+        task = asyncio.ensure_future(self._abort(producer))
+        self._discarding.add(task)
+        task.add_done_callback(self._discarding.discard)
+
+    @staticmethod
+    async def _abort(producer: AIOKafkaProducer) -> None:
+        # producer.stop() would flush, i.e. deliver what the callers gave up on.
+        producer._closed = True
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(producer._sender.close(), timeout=10)
+        with contextlib.suppress(Exception):
+            await producer.client.close()
+
     async def send_many(self, records: Iterable[tuple[str, bytes, bytes | None]]) -> None:
         """Send (topic, value, key) records and wait until the broker has every one."""
         producer = await self._current()
         try:
             futures = [await producer.send(t, value, key=key) for t, value, key in records]
             await asyncio.gather(*futures)
+        except (asyncio.CancelledError, TimeoutError):
+            self._discard(producer)
+            raise
         except _FATAL:
             await self._rebuild(producer)
             raise

@@ -30,7 +30,7 @@ class IngestSettings(ServiceSettings):
     voter_token_secret: SecretStr = Field(min_length=32)
     voter_token_public_key: str = ""
     trusted_proxies: str = "127.0.0.1/32,::1/128"
-    publish_timeout_seconds: float = Field(default=2.0, gt=0, le=30)
+    publish_timeout_seconds: float = Field(default=1.5, gt=0, le=30)
 
 
 def now() -> datetime:
