@@ -227,5 +227,7 @@ async def read_json(request: Request) -> Any:
     body = await request.body()
     try:
         return _DECODER.decode(body)
-    except msgspec.DecodeError as exc:
+    except (msgspec.DecodeError, UnicodeDecodeError) as exc:
         raise BadRequest(f"the body is not valid JSON: {exc}", code="invalid_json") from exc
+    except RecursionError as exc:
+        raise BadRequest("the body nests too deeply", code="invalid_json") from exc
