@@ -1,7 +1,7 @@
 """Where a benchmark runs: a fresh local stack of its own, or a Kafka and Postgres given.
 
 Fresh (the default, `make bench`): :class:`scripts.stack.Stack` in ``.run/bench`` on its
-own ports (the contract's defaults + 30000), wiped before and stopped after. The bench
+own ports (the contract's defaults + 22000), wiped before and stopped after. The bench
 measures the services it launches itself (so the ingest service and the bare endpoint
 are started the same way) and the consumers it runs in-process, so the stack's own
 services are stopped once it is up: they would otherwise compete for the same cores.
@@ -31,7 +31,8 @@ import yaml
 
 REPO = Path(__file__).resolve().parent.parent
 BENCH_POLL = "bench-poll"
-BENCH_PORT_OFFSET = 30_000
+# Every port must stay below the ephemeral range (32768+): a client socket could hold it.
+BENCH_PORT_OFFSET = 22_000
 NAT_ALLOWLIST = ("100.64.0.0/10",)
 # The stack's components the bench does not measure; stopped so they stay off the cores.
 IDLE_COMPONENTS = ("gateway", "prometheus", "lottery", "tally", "antifraud", "vote_ingest")
@@ -258,7 +259,7 @@ def run_under_fresh_stack(argv: Sequence[str]) -> int:
     """Re-run ``python -m bench.run argv`` under a fresh stack in ``.run/bench``.
 
     The stack runner wipes the run directory, starts Kafka, Postgres and the services on
-    the contract's ports + 30000, runs the command with the stack's addresses and
+    the contract's ports + 22000, runs the command with the stack's addresses and
     secrets in its environment, and stops everything afterwards, whatever happens.
     """
     command = [sys.executable, "-m", "scripts.stack", "exec", "--name", "bench"]

@@ -309,7 +309,7 @@ METHOD = """\
 
 - `make bench` runs `python -m bench.run`, which starts a fresh local stack of its own
   (`python -m scripts.stack exec --name bench`: `.run/bench`, the contract's ports +
-  30000), stops the stack's own services so they do not compete for the cores, runs the
+  22000), stops the stack's own services so they do not compete for the cores, runs the
   parts one after another, writes this file and tears the stack down. `--quick` runs
   smaller backlogs and shorter steps for trying the bench out; its figures are not the
   reference.

@@ -6,7 +6,7 @@ baselines in one run, and write docs/benchmarks.md.
     python -m bench.run --kafka 127.0.0.1:19092 --database-url postgresql://...  # trials
 
 Without ``--kafka`` the command re-runs itself under ``python -m scripts.stack exec``,
-which brings up Kafka, Postgres and the services on the contract's ports + 30000 and
+which brings up Kafka, Postgres and the services on the contract's ports + 22000 and
 tears everything down afterwards. The raw results go to ``<run dir>/results.json``.
 """
 

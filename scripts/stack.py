@@ -107,7 +107,13 @@ class Ports:
     prometheus: int = 9090
 
     def offset(self, by: int) -> Ports:
-        return Ports(**{name: port + by for name, port in asdict(self).items()})
+        shifted = Ports(**{name: port + by for name, port in asdict(self).items()})
+        highest = max(asdict(shifted).values())
+        # Linux hands out 32768-60999 to outgoing connections: a listener there can find
+        # its port taken by a client socket when it restarts (seen with Kafka).
+        if highest >= 32768:
+            raise StackError(f"port offset {by} puts a port at {highest}: keep them below 32768")
+        return shifted
 
     @classmethod
     def from_env(cls, env: Mapping[str, str], base: Ports | None = None) -> Ports:
