@@ -15,6 +15,7 @@ import pytest
 from playwright.async_api import Browser, BrowserContext, Page, async_playwright, expect
 
 from shared.captcha import expected_answer
+from shared.catalog import load_catalog
 
 pytestmark = pytest.mark.e2e
 
@@ -34,6 +35,14 @@ NEW_CAPTCHA_ID = """previous => {
   const id = document.getElementById("captcha-image").dataset.captchaId;
   return id && id !== previous ? id : null;
 }"""
+
+
+@pytest.fixture(scope="session")
+def demo_title(polls_file: Path) -> str:
+    """The demo poll's title as the stack's catalog has it."""
+    poll = load_catalog(polls_file).get(DEMO_POLL)
+    assert poll is not None, f"{polls_file} has no {DEMO_POLL}"
+    return poll.title
 
 
 @pytest.fixture(scope="session")
@@ -77,20 +86,22 @@ async def type_captcha(page: Page, secret: str, previous: str) -> str:
 
 
 async def test_vote_then_daily_limit_then_english(
-    phone: BrowserContext, gateway_url: str, captcha_secret: str
+    phone: BrowserContext, gateway_url: str, captcha_secret: str, demo_title: str
 ) -> None:
     page = await phone.new_page()
     try:
-        await _vote_then_daily_limit_then_english(page, gateway_url, captcha_secret)
+        await _vote_then_daily_limit_then_english(page, gateway_url, captcha_secret, demo_title)
     except BaseException:
         await screenshot(page, "failure")
         raise
 
 
-async def _vote_then_daily_limit_then_english(page: Page, gateway_url: str, secret: str) -> None:
+async def _vote_then_daily_limit_then_english(
+    page: Page, gateway_url: str, secret: str, demo_title: str
+) -> None:
     await page.goto(f"{gateway_url}/polls/{DEMO_POLL}")
     await expect(page.locator("html")).to_have_attribute("lang", "zh-CN")
-    await expect(page.get_by_role("heading", level=1)).to_have_text("文化馆总分馆制建设")
+    await expect(page.get_by_role("heading", level=1)).to_have_text(demo_title)
     ratings = page.get_by_role("group", name="请选择一项评价")
     for label in ("优", "良", "中", "差"):
         await expect(ratings.get_by_role("radio", name=label, exact=True)).to_be_visible()
@@ -130,6 +141,6 @@ async def _vote_then_daily_limit_then_english(page: Page, gateway_url: str, secr
 
     await page.goto(f"{gateway_url}/")
     await expect(page.locator("html")).to_have_attribute("lang", "en")
-    await expect(page.get_by_role("link", name="文化馆总分馆制建设", exact=True)).to_have_attribute(
+    await expect(page.get_by_role("link", name=demo_title, exact=True)).to_have_attribute(
         "href", f"/polls/{DEMO_POLL}?lang=en"
     )
