@@ -19,8 +19,9 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaError, TopicAlreadyExistsError
 from aiokafka.helpers import create_ssl_context
 from faststream.kafka import KafkaBroker
+from faststream.kafka.prometheus import KafkaPrometheusMiddleware
 from faststream.security import BaseSecurity, SASLScram256, SASLScram512
-from prometheus_client import Gauge
+from prometheus_client import REGISTRY, Gauge
 
 from shared.events import ALL_TOPICS, VoteDeadLettered
 from shared.producer import ReliableProducer
@@ -87,6 +88,9 @@ def make_broker(settings: ServiceSettings, *, client_id: str, **overrides: Any) 
         # Per-message "Received/Processed" lines are debug detail, not operations news.
         "log_level": logging.DEBUG,
         "security": _security(settings),
+        # Broker-level figures (faststream_* received/processed/published counters and
+        # durations per topic) beside the services' own metrics, on the same /metrics.
+        "middlewares": (KafkaPrometheusMiddleware(registry=REGISTRY, app_name=client_id),),
     }
     return KafkaBroker(settings.kafka_bootstrap_servers, **(options | overrides))
 

@@ -139,6 +139,23 @@ def test_counted_votes_rise_in_prometheus(
     assert {s["metric"]["choice"] for s in by_choice} <= set(poll["options"]), by_choice
 
 
+def test_broker_level_figures_come_from_faststreams_middleware(
+    client: httpx.Client, prometheus: httpx.Client, captcha_secret: str
+) -> None:
+    """Every consumer exports FastStream's own per-topic counters beside its metrics."""
+    poll = open_poll(client)
+    _accepted_votes(client, poll, captcha_secret, count=1)
+    wanted = "faststream_received_messages_total"
+
+    def every_consumer_reports() -> bool:
+        series = query(prometheus, f"sum by (job) ({wanted})")
+        return {s["metric"].get("job") for s in series} >= {"antifraud", "tally", "lottery"}
+
+    eventually(
+        every_consumer_reports, within=SCRAPED_WITHIN, what=f"{wanted} per consumer", interval=1.0
+    )
+
+
 def test_consumer_lag_is_published_for_every_consumer_group(prometheus: httpx.Client) -> None:
     def groups() -> set[str]:
         series = query(prometheus, "kafka_consumer_lag_messages")
