@@ -84,7 +84,9 @@ class StaffDesk:
 
     async def audited(self, request: Request, action: str, run: Action) -> Response:
         """Staff first: a caller without a valid token learns nothing, not even a 404."""
-        poll_id = request.path_params.get("poll")
+        # Only catalog ids reach logs and the audit table: the path is whatever was sent.
+        sent = request.path_params.get("poll")
+        poll_id = sent if sent is None or self.lottery.catalog.get(sent) else "(unknown poll)"
         try:
             who = self.staff.require(request.headers.get("authorization"))
         except ApiError as exc:
