@@ -6,16 +6,19 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from typing import TypeVar
 
 import uvicorn
 from starlette.applications import Starlette
 
 from shared import logs
 from shared.http import Health
+from shared.settings import ServiceSettings, load_settings
 
 log = logging.getLogger(__name__)
 
 Probe = Callable[[], Awaitable[bool]]
+S = TypeVar("S", bound=ServiceSettings)
 
 
 async def watch_dependencies(
@@ -58,6 +61,24 @@ def serve(app: Starlette, *, service: str, host: str, port: int, level: str) -> 
         proxy_headers=False,  # client addresses are resolved by the app's trusted-proxy rule
     )
     uvicorn.Server(config).run()
+
+
+def run_service(
+    settings_type: type[S],
+    create_app: Callable[[S], Starlette],
+    *,
+    service: str,
+    port: Callable[[S], int],
+) -> None:
+    """A service's main: settings from the environment, the app, then serve until stopped."""
+    settings = load_settings(settings_type)
+    serve(
+        build_or_exit(lambda: create_app(settings)),
+        service=service,
+        host=settings.http_host,
+        port=port(settings),
+        level=settings.log_level,
+    )
 
 
 def build_or_exit(factory: Callable[[], Starlette]) -> Starlette:

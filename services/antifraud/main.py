@@ -19,12 +19,11 @@ from shared.kafka import make_broker, make_producer, wait_for_topics
 from shared.pg import connect_and_migrate
 from shared.service import (
     background,
-    build_or_exit,
     consumer_probes,
-    serve,
+    run_service,
     watch_dependencies,
 )
-from shared.settings import DatabaseSettings, load_settings
+from shared.settings import DatabaseSettings
 
 SERVICE = "antifraud"
 MIGRATIONS = Path(__file__).parent / "migrations"
@@ -75,14 +74,7 @@ def create_app(settings: AntifraudSettings) -> Starlette:
 
 
 def main() -> None:
-    settings = load_settings(AntifraudSettings)
-    serve(
-        build_or_exit(lambda: create_app(settings)),
-        service=SERVICE,
-        host=settings.http_host,
-        port=settings.antifraud_port,
-        level=settings.log_level,
-    )
+    run_service(AntifraudSettings, create_app, service=SERVICE, port=lambda s: s.antifraud_port)
 
 
 if __name__ == "__main__":

@@ -22,12 +22,11 @@ from shared.kafka import client_options, make_broker, make_producer, wait_for_to
 from shared.pg import connect_and_migrate
 from shared.service import (
     background,
-    build_or_exit,
     consumer_probes,
-    serve,
+    run_service,
     watch_dependencies,
 )
-from shared.settings import DatabaseSettings, load_settings
+from shared.settings import DatabaseSettings
 
 SERVICE = "tally"
 MIGRATIONS = Path(__file__).parent / "migrations"
@@ -95,14 +94,7 @@ def create_app(settings: TallySettings) -> Starlette:
 
 
 def main() -> None:
-    settings = load_settings(TallySettings)
-    serve(
-        build_or_exit(lambda: create_app(settings)),
-        service=SERVICE,
-        host=settings.http_host,
-        port=settings.tally_port,
-        level=settings.log_level,
-    )
+    run_service(TallySettings, create_app, service=SERVICE, port=lambda s: s.tally_port)
 
 
 if __name__ == "__main__":

@@ -18,8 +18,8 @@ from shared.events import TOPIC_SUBMITTED, VoteSubmitted
 from shared.http import Health, build_app
 from shared.kafka import make_producer, wait_for_topics
 from shared.netaddr import parse_networks
-from shared.service import background, build_or_exit, serve, watch_dependencies
-from shared.settings import ServiceSettings, load_settings
+from shared.service import background, run_service, watch_dependencies
+from shared.settings import ServiceSettings
 
 SERVICE = "vote_ingest"
 
@@ -92,14 +92,7 @@ def create_app(settings: IngestSettings) -> Starlette:
 
 
 def main() -> None:
-    settings = load_settings(IngestSettings)
-    serve(
-        build_or_exit(lambda: create_app(settings)),
-        service=SERVICE,
-        host=settings.http_host,
-        port=settings.vote_ingest_port,
-        level=settings.log_level,
-    )
+    run_service(IngestSettings, create_app, service=SERVICE, port=lambda s: s.vote_ingest_port)
 
 
 if __name__ == "__main__":
