@@ -1,0 +1,81 @@
+"""Voter tokens from an external sign-in (RS256) and staff tokens, as the API sees them."""
+
+from __future__ import annotations
+
+import hashlib
+from datetime import UTC, datetime, timedelta
+
+import jwt
+import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
+
+from shared.auth import AUDIENCE, ISSUER, StaffTokens, VoterTokens
+from shared.errors import Forbidden, Unauthorized
+
+SECRET = "h" * 40
+
+
+def rsa_pair() -> tuple[bytes, str]:
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    private = key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    )
+    public = key.public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    return private, public.decode()
+
+
+def external_token(private: bytes, subject: str = "wx-openid-123") -> str:
+    claims = {
+        "sub": subject,
+        "exp": datetime.now(UTC) + timedelta(hours=1),
+        "iss": ISSUER,
+        "aud": AUDIENCE,
+    }
+    return jwt.encode(claims, private, algorithm="RS256")
+
+
+def test_a_token_from_an_external_sign_in_is_accepted_with_its_public_key() -> None:
+    private, public = rsa_pair()
+    tokens = VoterTokens(SECRET, public)
+    assert tokens.verify(external_token(private)) == "wx-openid-123"
+
+
+def test_rs256_is_refused_when_no_public_key_is_configured() -> None:
+    private, _ = rsa_pair()
+    with pytest.raises(Unauthorized) as refused:
+        VoterTokens(SECRET).verify(external_token(private))
+    assert refused.value.instance_code == "invalid_token"
+
+
+def test_a_token_signed_by_another_key_is_refused() -> None:
+    _, public = rsa_pair()
+    other_private, _ = rsa_pair()
+    with pytest.raises(Unauthorized):
+        VoterTokens(SECRET, public).verify(external_token(other_private))
+
+
+def test_a_tampered_copy_of_a_verified_token_is_refused() -> None:
+    tokens = VoterTokens(SECRET)
+    issued = tokens.issue(datetime.now(UTC))
+    assert tokens.verify(issued.token) == issued.voter_id  # now remembered
+    head, payload, signature = issued.token.split(".")
+    flipped = signature[:-2] + ("A" if signature[-2] != "A" else "B") + signature[-1]
+    with pytest.raises(Unauthorized):
+        tokens.verify(f"{head}.{payload}.{flipped}")
+
+
+def test_staff_tokens_are_matched_by_their_hash() -> None:
+    digest = hashlib.sha256(b"s3cret-token").hexdigest()
+    staff = StaffTokens(f"alice={digest}")
+    assert staff.require("Bearer s3cret-token") == "alice"
+    with pytest.raises(Unauthorized):
+        staff.require(None)
+    with pytest.raises(Forbidden):
+        staff.require("Bearer wrong")
+    with pytest.raises(ValueError, match="STAFF_TOKENS"):
+        StaffTokens("alice=not-a-hash")
