@@ -2,10 +2,9 @@
 submissions inside the rate-limit windows.
 
 A batch is decided in one transaction. The state the rules need (for just the keys the
-batch touches) is loaded under transaction-level advisory locks on those keys (hashed
-into buckets), taken in a fixed order: two antifraud replicas judging the same voter,
-address, subnet or captcha wait for each other, so together they never exceed a limit,
-and never deadlock.
+batch touches) is loaded under transaction-level advisory locks on those keys, taken in
+a fixed order: two antifraud replicas judging the same voter, address, subnet or captcha
+wait for each other, so together they never exceed a limit, and never deadlock.
 """
 
 from __future__ import annotations
@@ -36,12 +35,6 @@ from shared.events import RejectReason, VoteSubmitted
 log = logging.getLogger(__name__)
 
 SCHEMA = "antifraud"
-# Keys are locked by bucket: a batch of thousands of votes touches thousands of keys, and
-# every advisory lock takes a slot in Postgres' shared lock table (max_locks_per_transaction
-# x max_connections). 256 buckets bound a batch to 256 locks, so even 24 replicas fit a
-# default server; batches that share a bucket simply take turns.
-LOCK_CLASS = 0x766F  # namespaces these advisory locks ("vo")
-LOCK_BUCKETS = 256
 RATE_EVENT_RETENTION = timedelta(days=2)
 
 
@@ -222,11 +215,9 @@ async def decide_and_record(
         fresh = [s for s in unique if s.vote_id not in known]
         keys = keys_for(fresh, catalog)
         await conn.execute(
-            "SELECT pg_advisory_xact_lock($2, b) FROM (SELECT DISTINCT"
-            " (hashtextextended(x, 0) & $3)::int AS b FROM unnest($1::text[]) x ORDER BY 1) s",
+            "SELECT pg_advisory_xact_lock(k) FROM"
+            " (SELECT DISTINCT hashtextextended(x, 0) AS k FROM unnest($1::text[]) x ORDER BY 1) s",
             lock_keys(keys),
-            LOCK_CLASS,
-            LOCK_BUCKETS - 1,
         )
         state = await _load_state(conn, keys)
         decisions = decide_batch(fresh, catalog, captcha_secret, state)
