@@ -712,7 +712,12 @@ class Stack:
 
     def _postgres_command(self) -> list[str]:
         # TCP only: socket paths under a deep checkout exceed the 107-byte limit.
-        settings = ["listen_addresses=127.0.0.1", "unix_socket_directories=", "max_connections=200"]
+        settings = [
+            "listen_addresses=127.0.0.1",
+            "unix_socket_directories=",
+            "max_connections=200",
+            "max_locks_per_transaction=1024",
+        ]
         options = [part for setting in settings for part in ("-c", setting)]
         data = str(self.pg_dir / "data")
         return [self._pg("postgres"), "-D", data, "-p", str(self.ports.postgres), *options]

@@ -33,6 +33,10 @@ from shared.metric_names import DELAY_BUCKETS
 from shared.producer import ReliableProducer
 
 GROUP = "antifraud"
+# Each vote locks up to five keys (voter, address, subnet, captcha, day) for its batch's
+# transaction; 500 votes keep that within the lock table the server is configured for
+# (max_locks_per_transaction) even with many replicas catching up at once.
+MAX_RECORDS = 500
 
 VOTES_DECIDED = Counter("votes_decided_total", "Votes decided", ["poll", "verdict", "reason"])
 DECISION_DELAY = Histogram(
@@ -107,7 +111,9 @@ def attach(
                 DECISION_DELAY.observe(max(0.0, (now - d.received_at).total_seconds()))
 
     runner = BatchRunner(producer, VoteSubmitted, group, handle, deadletter_topic=topics.deadletter)
-    subscriber = broker.subscriber(topics.submitted, **subscriber_options(group))
+    subscriber = broker.subscriber(
+        topics.submitted, **subscriber_options(group, max_records=MAX_RECORDS)
+    )
 
     async def on_vote_submitted(msg: KafkaMessage) -> None:
         await runner(msg)
