@@ -296,7 +296,7 @@ def _statements(levels: list[Results], own_database: bool) -> list[str]:
 
 
 PIPELINE_TODO = """\
-## Whole pipeline (issue 9) - TODO
+## Whole pipeline: not measured yet
 
 Not measured yet: the sustained rate of the full stack with every consumer's lag under
 2 s, decision and count delays (p50/p99/p99.9 from `received_at`), catch-up after a
