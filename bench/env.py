@@ -20,14 +20,14 @@ import socket
 import subprocess
 import sys
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import yaml
+
+from scripts.stack import http_status
 
 REPO = Path(__file__).resolve().parent.parent
 BENCH_POLL = "bench-poll"
@@ -36,8 +36,6 @@ BENCH_PORT_OFFSET = 22_000
 NAT_ALLOWLIST = ("100.64.0.0/10",)
 # The stack's components the bench does not measure; stopped so they stay off the cores.
 IDLE_COMPONENTS = ("gateway", "prometheus", "lottery", "tally", "antifraud", "vote_ingest")
-
-_DIRECT = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 
 
 def write_catalog(path: Path, now: datetime | None = None) -> Path:
@@ -67,16 +65,6 @@ def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return int(probe.getsockname()[1])
-
-
-def http_status(url: str, timeout: float = 2.0) -> int | None:
-    try:
-        with _DIRECT.open(url, timeout=timeout) as response:
-            return int(response.status)
-    except urllib.error.HTTPError as exc:
-        return exc.code
-    except (OSError, ValueError):
-        return None
 
 
 def process_tree_cpu(pid: int) -> float:

@@ -309,7 +309,7 @@ def _signal_group(pid: int, sig: int) -> None:
 _DIRECT = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 
 
-def _http_status(url: str, timeout: float = 2.0) -> int | None:
+def http_status(url: str, timeout: float = 2.0) -> int | None:
     try:
         with _DIRECT.open(url, timeout=timeout) as response:
             return int(response.status)
@@ -664,7 +664,7 @@ class Stack:
                 self.ports.gateway,
                 self._gateway_command,
                 # nginx answers /healthz itself (404): any answer means it is serving.
-                lambda: _http_status(f"{self.gateway_url}/healthz") == 404,
+                lambda: http_status(f"{self.gateway_url}/healthz") == 404,
                 ready_timeout=20,
                 stop_timeout=10,
             )
@@ -674,7 +674,7 @@ class Stack:
                 "prometheus",
                 self.ports.prometheus,
                 self._prometheus_command,
-                lambda: _http_status(f"{self.prometheus_url}/-/ready") == 200,
+                lambda: http_status(f"{self.prometheus_url}/-/ready") == 200,
                 ready_timeout=60,
                 stop_timeout=15,
             )
@@ -697,7 +697,7 @@ class Stack:
         return [sys.executable, "-m", f"services.{name}.main"]
 
     def _service_ready(self, name: str) -> bool:
-        return _http_status(f"{self.service_url(name)}/readyz") == 200
+        return http_status(f"{self.service_url(name)}/readyz") == 200
 
     # postgres
 
