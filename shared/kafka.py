@@ -1,8 +1,6 @@
-"""Kafka plumbing: the broker every service builds, topics created at start, consumer lag,
-and the dead-letter record.
-
-Producers wait for every in-sync replica (`acks=all`) with idempotence on, so a retried
-send never duplicates a record; a short linger lets concurrent requests share a batch.
+"""Kafka plumbing: the broker the consumers subscribe with, the producer every service
+publishes with (shared/producer.py: acks=all, idempotent), topics created at start,
+consumer lag, and the dead-letter record.
 """
 
 from __future__ import annotations
@@ -73,13 +71,10 @@ def make_producer(
     )
 
 
-def make_broker(settings: ServiceSettings, *, client_id: str, **overrides: Any) -> KafkaBroker:
+def make_broker(settings: ServiceSettings, *, client_id: str) -> KafkaBroker:
+    """The FastStream broker for subscribing; records are published by make_producer's."""
     options: dict[str, Any] = {
         "client_id": client_id,
-        "acks": "all",
-        "enable_idempotence": True,
-        "linger_ms": 2,
-        "max_batch_size": 256 * 1024,
         "request_timeout_ms": 5_000,
         "retry_backoff_ms": 100,
         "allow_auto_create_topics": False,
@@ -92,7 +87,7 @@ def make_broker(settings: ServiceSettings, *, client_id: str, **overrides: Any) 
         # durations per topic) beside the services' own metrics, on the same /metrics.
         "middlewares": (KafkaPrometheusMiddleware(registry=REGISTRY, app_name=client_id),),
     }
-    return KafkaBroker(settings.kafka_bootstrap_servers, **(options | overrides))
+    return KafkaBroker(settings.kafka_bootstrap_servers, **options)
 
 
 async def ensure_topics(
