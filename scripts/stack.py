@@ -717,6 +717,8 @@ class Stack:
             "unix_socket_directories=",
             "max_connections=200",
             "max_locks_per_transaction=1024",
+            # Statement counts per query (CREATE EXTENSION pg_stat_statements to read them).
+            "shared_preload_libraries=pg_stat_statements",
         ]
         options = [part for setting in settings for part in ("-c", setting)]
         data = str(self.pg_dir / "data")

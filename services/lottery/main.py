@@ -124,6 +124,9 @@ def create_app(
             topology.schema,
             MIGRATIONS,
             max_size=settings.db_pool_max,
+            # Only transaction-level advisory locks, no SET or LISTEN: nothing outlives a
+            # use, so released connections skip asyncpg's four reset statements.
+            reset_session=False,
         )
         lottery.bind(pool)
         await lottery.fix_due_commitments()
