@@ -67,28 +67,64 @@ def free_port() -> int:
         return int(probe.getsockname()[1])
 
 
-def process_tree_cpu(pid: int) -> float:
-    """CPU seconds (user + system) used so far by ``pid`` and its live descendants."""
-    ticks = os.sysconf("SC_CLK_TCK")
+def _proc_stat(pid: int) -> list[str] | None:
+    try:
+        stat = (Path("/proc") / str(pid) / "stat").read_text()
+    except OSError:
+        return None
+    return stat[stat.rindex(")") + 2 :].split()
+
+
+def process_tree(pid: int) -> set[int]:
+    """``pid`` and its live descendants."""
     parents: dict[int, int] = {}
-    cpu: dict[int, float] = {}
     for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text()
-        except OSError:
-            continue
-        fields = stat[stat.rindex(")") + 2 :].split()
-        parents[int(entry.name)] = int(fields[1])
-        cpu[int(entry.name)] = (int(fields[11]) + int(fields[12])) / ticks
+        if entry.name.isdigit():
+            fields = _proc_stat(int(entry.name))
+            if fields is not None:
+                parents[int(entry.name)] = int(fields[1])
     tree, frontier = {pid}, [pid]
     while frontier:
         parent = frontier.pop()
         children = [child for child, ppid in parents.items() if ppid == parent]
         tree.update(children)
         frontier.extend(children)
-    return sum(cpu.get(member, 0.0) for member in tree)
+    return tree
+
+
+def process_tree_cpu(pid: int) -> float:
+    """CPU seconds (user + system) used so far by ``pid`` and its live descendants."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    total = 0.0
+    for member in process_tree(pid):
+        fields = _proc_stat(member)
+        if fields is not None:
+            total += (int(fields[11]) + int(fields[12])) / ticks
+    return total
+
+
+def _status_kib(pid: int, field_name: str, source: str = "status") -> int:
+    try:
+        text = (Path("/proc") / str(pid) / source).read_text()
+    except OSError:
+        return 0
+    for line in text.splitlines():
+        if line.startswith(field_name + ":"):
+            return int(line.split()[1])
+    return 0
+
+
+def process_tree_memory(pid: int) -> tuple[float, float]:
+    """Resident memory of ``pid``'s tree in MiB: (RSS summed, PSS summed).
+
+    RSS counts pages shared between the tree's processes (Postgres' shared buffers) once
+    per process; PSS splits each shared page among the processes that map it.
+    """
+    rss = pss = 0
+    for member in process_tree(pid):
+        rss += _status_kib(member, "VmRSS")
+        pss += _status_kib(member, "Pss", "smaps_rollup")
+    return rss / 1024, pss / 1024
 
 
 @dataclass

@@ -503,8 +503,14 @@ def _cpu_seconds() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-async def run_load(config: LoadConfig) -> LoadReport:
-    """Send the configured votes on schedule; return every vote's outcome and the stats."""
+async def run_load(
+    config: LoadConfig, stop: asyncio.Event | None = None, started: asyncio.Event | None = None
+) -> LoadReport:
+    """Send the configured votes on schedule; return every vote's outcome and the stats.
+
+    ``started`` is set when the first vote is due (setup done); when ``stop`` is set, no
+    further vote is sent and the report covers the votes sent so far.
+    """
     if not config.captcha_secret:
         raise ValueError("captcha_secret is needed to answer captchas")
     if config.sessions == "mint" and not config.voter_token_secret:
@@ -531,6 +537,8 @@ async def run_load(config: LoadConfig) -> LoadReport:
     cpu_before = _cpu_seconds()
     start = clock() + 0.05
     last_done = start
+    if started is not None:
+        started.set()
 
     async def send(planned: PlannedVote, record: SentVote) -> None:
         nonlocal last_done
@@ -546,7 +554,10 @@ async def run_load(config: LoadConfig) -> LoadReport:
 
     tasks: set[asyncio.Task[None]] = set()
     dispatched_without_yield = 0
+    dispatched = 0
     for planned, record in zip(plan, sent, strict=True):
+        if stop is not None and stop.is_set():
+            break
         delay = start + record.intended - clock()
         if delay > _MIN_SLEEP:
             await asyncio.sleep(delay)
@@ -556,6 +567,7 @@ async def run_load(config: LoadConfig) -> LoadReport:
             await asyncio.sleep(0)
             dispatched_without_yield = 0
         dispatched_without_yield += 1
+        dispatched += 1
         task = asyncio.create_task(send(planned, record))
         tasks.add(task)
         task.add_done_callback(tasks.discard)
@@ -568,7 +580,7 @@ async def run_load(config: LoadConfig) -> LoadReport:
         config=config,
         started_at=started_at,
         elapsed=max(0.0, last_done - start),
-        sent=sent,
+        sent=sent[:dispatched],
         book=book,
         dispatch_lag=lag,
         client_cpu_seconds=cpu,

@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from bench import report_pipeline
+
 Results = dict[str, Any]
 
 TARGETS = {"ingest": 0.5, "antifraud": 0.3, "tally": 0.5}
@@ -67,6 +69,9 @@ def _summary(results: Results) -> list[str]:
     for name in ("antifraud", "tally"):
         part = results.get(name)
         lines.append(_ratio_line(name, part["ratio"] if part and "ratio" in part else None))
+    if results.get("pipeline"):
+        for row in report_pipeline.targets(results["pipeline"]):
+            lines.append("| " + " | ".join(row) + " |")
     lines.append("")
     return lines
 
@@ -295,15 +300,6 @@ def _statements(levels: list[Results], own_database: bool) -> list[str]:
     return lines
 
 
-PIPELINE_TODO = """\
-## Whole pipeline: not measured yet
-
-Not measured yet: the sustained rate of the full stack with every consumer's lag under
-2 s, decision and count delays (p50/p99/p99.9 from `received_at`), catch-up after a
-1-minute stop of each consumer, RSS per process, and the bare producer/consumer and
-Kafka ProducerPerformance baselines. No figures are given here until they are measured.
-"""
-
 METHOD = """\
 ## Method
 
@@ -340,10 +336,18 @@ METHOD = """\
   Rates count from the first progress seen (group joins excluded for both).
 - CPU figures are utime + stime from `/proc` for the server's process tree (the ingest
   event loop and its captcha render worker).
+- Whole pipeline (`bench/pipeline.py`): the four services are launched by the bench
+  with the bench's catalog, their consumer groups first moved to the topics' ends, and
+  driven through vote_ingest with the same mix. Delays are per vote, from the services'
+  own tables (`decided_at`, `counted_at`, `recorded_at` against `received_at`); lag in
+  records is read from the broker every second; a consumer is stopped with SIGTERM and
+  started again by the bench; memory is RSS and PSS from `/proc` for each process tree
+  (Kafka and Postgres included); statements are `pg_stat_statements` calls, which the
+  local stack preloads.
 """
 
 
-def render(results: Results) -> str:
+def render(results: Results, pipeline_image: str | None = None) -> str:
     lines = [
         "# Benchmarks",
         "",
@@ -382,5 +386,9 @@ def render(results: Results) -> str:
     not_run = [p for p in ("ingest", "captcha", "antifraud", "tally") if p not in results]
     if not_run:
         lines += [f"Not run in this invocation: {', '.join(not_run)}.", ""]
-    lines += [PIPELINE_TODO, METHOD]
+    if results.get("pipeline"):
+        lines += report_pipeline.render(results["pipeline"], pipeline_image)
+    else:
+        lines += ["The whole pipeline was not measured in this invocation.", ""]
+    lines += [METHOD]
     return "\n".join(lines).rstrip() + "\n"

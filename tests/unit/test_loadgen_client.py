@@ -112,3 +112,27 @@ async def test_an_unreachable_server_is_recorded_as_no_answer() -> None:
     assert all(vote.code and vote.code.startswith("no_answer") for vote in report.sent)
     assert report.book.errors() == 5
     assert report.acknowledged == []
+
+
+async def test_a_stopped_run_reports_only_the_votes_it_sent(server_url: str) -> None:
+    config = LoadConfig(
+        base_url=server_url,
+        poll_id="p",
+        rate=200,
+        duration=30,
+        sessions="mint",
+        captchas="mint",
+        captcha_secret=SECRET,
+        voter_token_secret="v" * 40,
+        seed=4,
+    )
+    stop, started = asyncio.Event(), asyncio.Event()
+    run = asyncio.create_task(run_load(config, stop=stop, started=started))
+    await asyncio.wait_for(started.wait(), timeout=30)
+    await asyncio.sleep(0.5)
+    stop.set()
+    report = await asyncio.wait_for(run, timeout=10)
+    assert 20 <= len(report.sent) < 30 * 200 / 4
+    assert [vote.seq for vote in report.sent] == list(range(len(report.sent)))
+    assert len(report.acknowledged) == len(report.sent)
+    assert report.book.histogram.get_total_count() == len(report.sent)

@@ -1,0 +1,261 @@
+"""The whole-pipeline section of docs/benchmarks.md, from one run's results."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any
+
+Results = dict[str, Any]
+
+SUSTAINED_TARGET = 0.8  # of the ingest-only maximum
+DECISION_P99_TARGET = 1.0  # seconds, at 70% of the sustained rate
+COUNT_P99_TARGET = 2.0
+
+
+def _cell(value: Any, digits: int = 1) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "-"
+    if isinstance(value, float):
+        return f"{value:,.{digits}f}"
+    if isinstance(value, int):
+        return f"{value:,}"
+    return str(value)
+
+
+def _table(header: Sequence[str], rows: Sequence[Sequence[Any]], digits: int = 1) -> list[str]:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(_cell(c, digits) for c in row) + " |" for row in rows]
+    return lines
+
+
+def _ms(seconds: float | None) -> str:
+    return _cell(None if seconds is None else seconds * 1000, 0)
+
+
+def _met(ok: bool | None) -> str:
+    if ok is None:
+        return "not measured"
+    return "met" if ok else "**missed**"
+
+
+def targets(part: Results) -> list[tuple[str, str, str, str]]:
+    """(what, measured, target, verdict) rows for the summary table."""
+    ratio = part.get("ratio")
+    rows = [
+        (
+            "pipeline sustained / ingest-only maximum",
+            "-" if ratio is None else f"{ratio:.3f}x",
+            f">= {SUSTAINED_TARGET}x",
+            _met(None if ratio is None else ratio >= SUSTAINED_TARGET),
+        )
+    ]
+    seventy = part.get("seventy")
+    for key, label, limit in (
+        ("decision", "decision delay p99 at 70%", DECISION_P99_TARGET),
+        ("count", "count delay p99 at 70%", COUNT_P99_TARGET),
+    ):
+        p99: float | None = seventy["delays"][key]["p99"] if seventy else None
+        if p99 is None or math.isnan(p99):
+            rows.append((label, "-", f"< {limit * 1000:,.0f} ms", _met(None)))
+        else:
+            rows.append(
+                (label, f"{p99 * 1000:,.0f} ms", f"< {limit * 1000:,.0f} ms", _met(p99 < limit))
+            )
+    return rows
+
+
+def _step_rows(steps: Sequence[Results]) -> list[list[Any]]:
+    rows = []
+    for step in steps:
+        load = step["load"]
+        wait = step["worst_wait"]
+        rows.append(
+            [
+                step["rate"],
+                step["seconds"],
+                load.get("completed_rate"),
+                load.get("latency_ms", {}).get("99.0"),
+                _ms(step["delays"]["decision"]["p99"]),
+                _ms(step["delays"]["count"]["p99"]),
+                " / ".join(_ms(wait.get(name)) for name in ("antifraud", "tally", "lottery")),
+                step["undecided"],
+                "yes" if step["held"] else f"no ({step['verdict']})",
+            ]
+        )
+    return rows
+
+
+STEP_HEADER = (
+    "offered /s",
+    "s",
+    "answered /s",
+    "ingest p99 ms",
+    "decision p99 ms",
+    "count p99 ms",
+    "worst wait ms (antifraud / tally / lottery)",
+    "202 but undecided",
+    "held",
+)
+
+
+def _baselines(part: Results) -> list[str]:
+    base = part.get("baselines") or {}
+    perf = base.get("producer_performance") or {}
+    sustained = part.get("sustained")
+    rows: list[list[Any]] = [
+        ["bare endpoint, same HTTP stack (ingest part)", part.get("bare_endpoint")],
+        ["vote_ingest alone: the ingest-only maximum", part.get("ingest_max")],
+        ["whole pipeline, held for the full duration", sustained],
+        ["bare aiokafka producer, acks=all", base.get("aiokafka_producer")],
+        ["Kafka ProducerPerformance (kafka-tools), acks=all", perf.get("rate")],
+        ["bare aiokafka consumer", base.get("aiokafka_consumer")],
+    ]
+    for row in rows:
+        rate = row[1]
+        row.append(f"{sustained / rate:.3f}x" if sustained and rate else "-")
+    lines = _table(("what", "per second", "pipeline / this"), rows)
+    lines.append("")
+    if base:
+        lines.append(
+            f"Kafka baselines: {base['records']:,} vote records of {base['record_bytes']} bytes "
+            "(the submissions the ingest publishes), written to topics of their own with 4 "
+            "partitions."
+        )
+    if perf.get("summary"):
+        s = perf["summary"]
+        lines.append(
+            f"ProducerPerformance: {s['mb']} MB/s, latency avg {s['avg']} ms, p50 "
+            f"{s['p50']:.0f} ms, p99 {s['p99']:.0f} ms (its own figures, from the same "
+            "payloads, without keys)."
+        )
+    elif perf.get("skipped"):
+        lines.append(f"ProducerPerformance not measured: {perf['skipped']}")
+    lines.append("")
+    return lines
+
+
+def _seventy(part: Results, image: str | None) -> list[str]:
+    s = part["seventy"]
+    lines = [
+        f"### At 70%: {s['rate']:,.0f} votes/s offered",
+        "",
+    ]
+    ingest = s["ingest_ms"]
+    rows = [
+        [
+            "ingest (202 answer, from the intended send time)",
+            ingest["p50"],
+            ingest["p99"],
+            ingest["p999"],
+        ],
+    ]
+    for key, label in (
+        ("decision", "decision (decided_at - received_at)"),
+        ("count", "count (counted_at - received_at)"),
+    ):
+        d = s["delays"][key]
+        rows.append(
+            [
+                label,
+                *(d[p] * 1000 if not math.isnan(d[p]) else None for p in ("p50", "p99", "p999")),
+            ]
+        )
+    lines += _table(("delay, ms", "p50", "p99", "p99.9"), rows)
+    plan = part["plan"]
+    lines += [
+        "",
+        f"Measured over the first {plan['steady_seconds']:.0f} s of the run (after "
+        f"{plan['warmup_seconds']:.0f} s of warm-up): "
+        f"{s['delays']['decision']['n']:,} votes decided, {s['delays']['count']['n']:,} "
+        f"counted. Over the whole run {s['acknowledged']:,} votes got a 202; "
+        f"{s['undecided']} of them had no decision after the run.",
+        "",
+        "Catch-up after a stop of each consumer (the load going on at the same rate):",
+        "",
+    ]
+    rows = []
+    for outage in s["outages"]:
+        rows.append(
+            [
+                outage["consumer"],
+                outage["restarted_at"] - outage["stopped_at"],
+                outage["ready_at"] - outage["restarted_at"],
+                outage["backlog"],
+                outage["catchup_seconds"],
+                outage["drain_rate"],
+            ]
+        )
+    lines += _table(
+        (
+            "consumer",
+            "stopped s",
+            "restart to ready s",
+            "records behind",
+            "restart to lag < 2 s, s",
+            "records/s while catching up",
+        ),
+        rows,
+    )
+    lines += ["", "Memory at the peak of the steady part (sampled every 2 s):", ""]
+    rows = [[name, mem["rss_mib"], mem["pss_mib"]] for name, mem in sorted(s["memory"].items())]
+    lines += _table(("process (with its children)", "RSS MiB", "PSS MiB"), rows)
+    lines += [
+        "",
+        "Postgres is its postmaster and every backend: RSS counts the shared buffers once per "
+        "backend, PSS shares them out, so PSS is its real footprint.",
+        "",
+    ]
+    st = s["statements"]
+    if st.get("per_vote") is not None:
+        lines += [
+            f"Postgres statements per vote over the steady part: **{st['per_vote']:.3f}** "
+            f"({st['statements']:,} statements for {st['votes']:,} votes, from "
+            "pg_stat_statements; by service:",
+            "",
+        ]
+        rows = [[name, v["statements"], v["per_vote"]] for name, v in st["by_service"].items()]
+        lines += _table(("service", "statements", "per vote"), rows, digits=3)
+        lines += ["", "Most frequent statements:", ""]
+        lines += _table(("statement (first 70 characters)", "calls"), st["top"])
+        lines.append("")
+    if image:
+        lines += [
+            f"![Throughput, delays and lag over the run at 70%]({image})",
+            "",
+            "Grey: the consumer is stopped; light grey: restarted and catching up.",
+            "",
+        ]
+    return lines
+
+
+def render(part: Results, image: str | None) -> list[str]:
+    lines = ["## Whole pipeline: ingest, antifraud, tally and lottery together", ""]
+    lines += _baselines(part)
+    if part.get("ingest_measured_here"):
+        lines += [
+            "The ingest-only maximum was searched in this part (the ingest part did not run).",
+            "",
+        ]
+    plan = part["plan"]
+    lines += [
+        f"A step holds when the ingest rule holds and every vote received after "
+        f"{plan['warmup_seconds']:.0f} s waited less than 2 s for each consumer. Steps of "
+        f"{plan['step_seconds']:.0f} s from {plan['start_fraction']:.0%} of the ingest-only "
+        f"maximum, x{plan['growth']} each; the highest held step is then held for "
+        f"{plan['hold_seconds']:.0f} s (10% lower if it fails).",
+        "",
+    ]
+    lines += _table(STEP_HEADER, _step_rows(part["search"] + part["holds"]))
+    lines.append("")
+    if part.get("sustained"):
+        lines += [
+            f"Sustained: **{part['sustained']:,.0f} votes/s** for "
+            f"{plan['hold_seconds']:.0f} s, {part['ratio']:.3f}x the ingest-only maximum.",
+            "",
+        ]
+    else:
+        lines += ["No rate held: the pipeline was not sustained at any step.", ""]
+    if part.get("seventy"):
+        lines += _seventy(part, image)
+    return lines

@@ -1,0 +1,208 @@
+"""The whole-pipeline benchmark's arithmetic, verdicts, report and plot (no stack needed)."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from bench import plot, report_pipeline
+from bench.pipeline import (
+    PipelineStep,
+    VoteTimes,
+    delays,
+    parse_producer_performance,
+    percentile,
+    statement_owner,
+    statements_per_vote,
+    worst_waits,
+)
+
+PERF_OUTPUT = """\
+5001 records sent, 1000.2 records/sec (0.34 MB/sec), 12.1 ms avg latency, 300.0 ms max latency.
+200000 records sent, 98765.4 records/sec (33.51 MB/sec), 21.43 ms avg latency, 410.00 ms max \
+latency, 12 ms 50th, 80 ms 95th, 150 ms 99th, 390 ms 99.9th.
+"""
+
+
+def test_percentile_is_nearest_rank() -> None:
+    values = [float(v) for v in range(1, 101)]
+    assert percentile(values, 50) == 50.0
+    assert percentile(values, 99) == 99.0
+    assert percentile(values, 99.9) == 100.0
+    assert percentile([7.0], 99.9) == 7.0
+    assert math.isnan(percentile([], 50))
+
+
+def test_waits_are_per_consumer() -> None:
+    votes = [
+        VoteTimes(received=0.0, decided=0.5, accepted=True, counted=0.9, recorded=3.0),
+        VoteTimes(received=1.0, decided=2.8, accepted=False, counted=None, recorded=None),
+    ]
+    worst = worst_waits(votes)
+    assert worst == pytest.approx({"antifraud": 1.8, "tally": 0.4, "lottery": 2.5})
+    found = delays(votes)
+    assert found["decision"]["n"] == 2
+    assert found["decision"]["max"] == pytest.approx(1.8)
+    assert found["count"]["n"] == 1
+    assert found["count"]["p99"] == pytest.approx(0.9)
+
+
+def _step(**changes: Any) -> PipelineStep:
+    fields: dict[str, Any] = {
+        "rate": 1000.0,
+        "seconds": 20.0,
+        "load": {},
+        "load_held": True,
+        "why": "held",
+        "worst_wait": {"antifraud": 0.3, "tally": 0.2, "lottery": 0.2},
+        "delays": {},
+        "undecided": 0,
+        "drained": True,
+    }
+    fields.update(changes)
+    return PipelineStep(**fields)
+
+
+def test_a_step_holds_only_when_every_consumer_kept_up() -> None:
+    assert _step().held
+    late = _step(worst_wait={"antifraud": 0.3, "tally": 2.0, "lottery": 0.1})
+    assert not late.held and "tally" in late.verdict()
+    assert not _step(undecided=3).held
+    assert not _step(drained=False).held
+    refused = _step(load_held=False, why="p99 400 ms")
+    assert not refused.held and refused.verdict() == "p99 400 ms"
+
+
+def test_statements_are_attributed_by_table() -> None:
+    assert statement_owner("INSERT INTO decisions (vote_id) SELECT ...") == "antifraud"
+    assert statement_owner("WITH batch AS (...) INSERT INTO counted_votes ...") == "tally"
+    assert statement_owner("INSERT INTO voter_days ...") == "lottery"
+    assert statement_owner("SELECT 1") == "other"
+    assert statement_owner("RESET ALL") == "connection resets on release"
+    before = {"INSERT INTO decisions x": 10, "SELECT 1": 5}
+    after = {"INSERT INTO decisions x": 30, "SELECT 1": 5, "UPDATE counts y": 4}
+    found = statements_per_vote(before, after, votes=100)
+    assert found["statements"] == 24
+    assert found["per_vote"] == pytest.approx(0.24)
+    assert found["by_service"]["antifraud"]["statements"] == 20
+    assert found["by_service"]["tally"]["statements"] == 4
+    assert "other" not in found["by_service"]
+
+
+def test_producer_performance_summary_is_the_last_full_line() -> None:
+    found = parse_producer_performance(PERF_OUTPUT)
+    assert found is not None
+    assert found["records"] == 200000
+    assert found["rate"] == pytest.approx(98765.4)
+    assert found["p999"] == 390
+    assert parse_producer_performance("Exception in thread main") is None
+
+
+def _results(sustained: float | None, decision_p99: float, count_p99: float) -> dict[str, Any]:
+    step = _step().to_dict()
+    step["load"] = {"completed_rate": 999.0, "latency_ms": {"99.0": 12.0}}
+    step["delays"] = delays([VoteTimes(0.0, 0.1, True, 0.3, 0.2)])
+    seconds = 5
+    seventy = {
+        "rate": 700.0,
+        "started": 1000.0,
+        "ingest_ms": {"p50": 2.0, "p99": 9.0, "p999": 20.0},
+        "delays": {
+            "decision": {"n": 10, "p50": 0.1, "p99": decision_p99, "p999": 1.0, "max": 1.0},
+            "count": {"n": 8, "p50": 0.2, "p99": count_p99, "p999": 2.0, "max": 2.0},
+        },
+        "acknowledged": 3500,
+        "undecided": 0,
+        "outages": [
+            {
+                "consumer": "tally",
+                "stopped_at": 1001.0,
+                "restarted_at": 1002.0,
+                "ready_at": 1002.5,
+                "backlog": 700,
+                "caught_up_at": 1003.0,
+                "catchup_seconds": 1.0,
+                "drain_rate": 700.0,
+            }
+        ],
+        "memory": {"vote_ingest": {"rss_mib": 80.0, "pss_mib": 70.0}},
+        "statements": statements_per_vote({}, {"INSERT INTO counted_votes": 7}, 70),
+        "timeline": {
+            "seconds": seconds,
+            "answered": [700] * seconds,
+            "decided": [690] * seconds,
+            "counted": [0, 0, 1400, 700, 700],
+            "decision_p50": [0.1] * seconds,
+            "decision_p99": [0.3, 0.3, math.nan, 0.3, 0.3],
+            "count_p50": [0.2] * seconds,
+            "count_p99": [0.5, 1.5, 1.5, 0.5, 0.5],
+            "lag": [
+                {"t": float(t), "antifraud": 3, "tally": 700 * (t == 2), "lottery": 1}
+                for t in range(seconds)
+            ],
+        },
+    }
+    return {
+        "ingest_max": 1000.0,
+        "ingest_measured_here": False,
+        "bare_endpoint": 5000.0,
+        "search": [step],
+        "holds": [step],
+        "sustained": sustained,
+        "ratio": None if sustained is None else sustained / 1000.0,
+        "seventy": seventy if sustained else None,
+        "baselines": {
+            "records": 1000,
+            "record_bytes": 420,
+            "aiokafka_producer": 60000.0,
+            "aiokafka_consumer": 400000.0,
+            "producer_performance": {
+                "rate": 98765.4,
+                "summary": parse_producer_performance(PERF_OUTPUT),
+            },
+        },
+        "plan": {
+            "warmup_seconds": 5.0,
+            "step_seconds": 20.0,
+            "start_fraction": 0.4,
+            "growth": 1.2,
+            "hold_seconds": 300.0,
+            "steady_seconds": 60.0,
+        },
+    }
+
+
+def test_targets_are_judged_from_the_measured_figures() -> None:
+    met = report_pipeline.targets(_results(900.0, 0.4, 1.2))
+    assert [row[3] for row in met] == ["met", "met", "met"]
+    assert met[0][1] == "0.900x"
+    missed = report_pipeline.targets(_results(500.0, 1.5, 2.5))
+    assert [row[3] for row in missed] == ["**missed**"] * 3
+    unmeasured = report_pipeline.targets(_results(None, 0.4, 1.2))
+    assert [row[3] for row in unmeasured] == ["not measured"] * 3
+
+
+def test_report_names_every_required_figure(tmp_path: Path) -> None:
+    results = _results(900.0, 0.4, 1.2)
+    text = "\n".join(report_pipeline.render(results, "benchmarks-pipeline.png"))
+    for expected in (
+        "ProducerPerformance",
+        "bare aiokafka producer",
+        "bare aiokafka consumer",
+        "bare endpoint",
+        "Sustained: **900 votes/s**",
+        "records behind",
+        "RSS MiB",
+        "statements per vote",
+        "p99.9",
+        "](benchmarks-pipeline.png)",
+        "| 12.0 |",  # the step's ingest p99
+    ):
+        assert expected in text
+    image = tmp_path / "pipeline.png"
+    plot.render(results["seventy"], image)
+    assert image.read_bytes().startswith(b"\x89PNG")
+    assert image.stat().st_size > 10_000
