@@ -6,6 +6,7 @@ import asyncio
 import json
 import uuid
 from collections.abc import AsyncIterator
+from typing import Any
 
 import pytest
 
@@ -40,6 +41,19 @@ async def _answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) ->
         writer.close()
 
 
+def _minting(server_url: str, **settings: Any) -> LoadConfig:
+    """Votes with minted sessions and captchas, as the benchmarks send them."""
+    return LoadConfig(
+        base_url=server_url,
+        poll_id="p",
+        sessions="mint",
+        captchas="mint",
+        captcha_secret=SECRET,
+        voter_token_secret="v" * 40,
+        **settings,
+    )
+
+
 @pytest.fixture
 async def server_url() -> AsyncIterator[str]:
     server = await asyncio.start_server(_answer, "127.0.0.1", 0)
@@ -49,18 +63,7 @@ async def server_url() -> AsyncIterator[str]:
 
 
 async def test_every_vote_is_recorded_with_its_outcome(server_url: str) -> None:
-    config = LoadConfig(
-        base_url=server_url,
-        poll_id="p",
-        rate=2_000,
-        count=200,
-        sessions="mint",
-        captchas="mint",
-        captcha_secret=SECRET,
-        voter_token_secret="v" * 40,
-        seed=3,
-    )
-    report = await run_load(config)
+    report = await run_load(_minting(server_url, rate=2_000, count=200, seed=3))
     assert len(report.sent) == 200
     assert [vote.seq for vote in report.sent] == list(range(200))
     assert len(report.acknowledged) == 200
@@ -115,17 +118,7 @@ async def test_an_unreachable_server_is_recorded_as_no_answer() -> None:
 
 
 async def test_a_stopped_run_reports_only_the_votes_it_sent(server_url: str) -> None:
-    config = LoadConfig(
-        base_url=server_url,
-        poll_id="p",
-        rate=200,
-        duration=30,
-        sessions="mint",
-        captchas="mint",
-        captcha_secret=SECRET,
-        voter_token_secret="v" * 40,
-        seed=4,
-    )
+    config = _minting(server_url, rate=200, duration=30, seed=4)
     stop, started = asyncio.Event(), asyncio.Event()
     run = asyncio.create_task(run_load(config, stop=stop, started=started))
     await asyncio.wait_for(started.wait(), timeout=30)
