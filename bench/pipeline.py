@@ -25,39 +25,41 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
-import re
-import shutil
-import subprocess
 import sys
 import time
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 from typing import Any
 
-import asyncpg
 from aiokafka import AIOKafkaConsumer, TopicPartition
-from aiokafka.admin import AIOKafkaAdminClient
 
 from bench import catchup
-from bench.env import BENCH_POLL, BenchEnv, Process, free_port, launch, process_tree_memory
+from bench.env import BenchEnv, Process, free_port, launch
 from bench.ingest import ConfigFor, SearchPlan, StepRule, search_max_rate, start_ingest, vote_config
+from bench.kafka_baselines import baselines
 from bench.loadgen import LoadReport, Mix, run_load
-from shared.events import TOPIC_ACCEPTED, TOPIC_SUBMITTED
+from bench.observe import (
+    CONSUMERS,
+    GROUP_TOPIC,
+    LagSample,
+    LagWatch,
+    MemoryWatch,
+    Statements,
+    VoteTimes,
+    delays,
+    infrastructure_pids,
+    percentile,
+    statements_per_vote,
+    undecided,
+    vote_times,
+    worst_waits,
+)
 
 log = logging.getLogger("bench")
 
 LAG_LIMIT = 2.0  # seconds a vote may wait for any one consumer
-CONSUMERS = ("antifraud", "tally", "lottery")
-GROUP_TOPIC = {"antifraud": TOPIC_SUBMITTED, "tally": TOPIC_ACCEPTED, "lottery": TOPIC_ACCEPTED}
 SERVICES = ("vote_ingest", *CONSUMERS)
-# Which service a statement belongs to, by the tables it names.
-STATEMENT_OWNERS = (
-    ("antifraud", ("decisions", "daily_accepted", "used_captchas", "rate_events")),
-    ("tally", ("counted_votes", "counts", "recount")),
-    ("lottery", ("voter_days", "entries", "entry_voters", "commitments", "draws")),
-)
 
 
 @dataclass(frozen=True)
@@ -88,63 +90,6 @@ QUICK_PLAN = PipelinePlan(
     settle_seconds=3.0,
     baseline_records=50_000,
 )
-
-
-# --------------------------------------------------------------------------- statistics
-
-
-def percentile(sorted_values: Sequence[float], point: float) -> float:
-    """Nearest-rank percentile of already sorted values (nan when there are none)."""
-    if not sorted_values:
-        return math.nan
-    rank = max(1, math.ceil(point / 100 * len(sorted_values)))
-    return sorted_values[min(rank, len(sorted_values)) - 1]
-
-
-def summarize(values: Iterable[float]) -> dict[str, float]:
-    ordered = sorted(values)
-    return {
-        "n": len(ordered),
-        "p50": percentile(ordered, 50),
-        "p99": percentile(ordered, 99),
-        "p999": percentile(ordered, 99.9),
-        "max": ordered[-1] if ordered else math.nan,
-    }
-
-
-@dataclass
-class VoteTimes:
-    """One decided vote's instants (epoch seconds) in each service's table."""
-
-    received: float
-    decided: float
-    accepted: bool
-    counted: float | None
-    recorded: float | None
-
-    def waits(self) -> dict[str, float]:
-        """How long the vote waited for each consumer."""
-        out = {"antifraud": self.decided - self.received}
-        if self.counted is not None:
-            out["tally"] = self.counted - self.decided
-        if self.recorded is not None:
-            out["lottery"] = self.recorded - self.decided
-        return out
-
-
-def worst_waits(votes: Iterable[VoteTimes]) -> dict[str, float]:
-    worst = dict.fromkeys(CONSUMERS, 0.0)
-    for vote in votes:
-        for name, wait in vote.waits().items():
-            worst[name] = max(worst[name], wait)
-    return worst
-
-
-def delays(votes: Sequence[VoteTimes]) -> dict[str, dict[str, float]]:
-    return {
-        "decision": summarize(v.decided - v.received for v in votes),
-        "count": summarize(v.counted - v.received for v in votes if v.counted is not None),
-    }
 
 
 # --------------------------------------------------------------------------- the services
@@ -194,240 +139,6 @@ async def skip_to_end(bootstrap: str) -> None:
             await consumer.commit({tp: ends[tp] for tp in partitions})
         finally:
             await consumer.stop()
-
-
-@dataclass
-class LagSample:
-    at: float  # epoch seconds
-    lag: dict[str, int]  # consumer -> records not yet committed
-    ends: dict[str, int]  # topic -> end offset summed over partitions
-
-
-class LagWatch:
-    """Each consumer group's lag in records, read from the broker once a second."""
-
-    def __init__(self, bootstrap: str, interval: float = 1.0) -> None:
-        self.bootstrap = bootstrap
-        self.interval = interval
-        self.samples: list[LagSample] = []
-        self._task: asyncio.Task[None] | None = None
-
-    async def start(self) -> None:
-        self._admin = AIOKafkaAdminClient(bootstrap_servers=self.bootstrap)
-        self._offsets = AIOKafkaConsumer(bootstrap_servers=self.bootstrap)
-        await self._admin.start()
-        await self._offsets.start()
-        self._partitions = {}
-        for topic in set(GROUP_TOPIC.values()):
-            await self._offsets._client.force_metadata_update()
-            ids = self._offsets.partitions_for_topic(topic) or set()
-            self._partitions[topic] = [TopicPartition(topic, p) for p in sorted(ids)]
-        self._task = asyncio.create_task(self._run())
-
-    async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
-        await self._offsets.stop()
-        await self._admin.close()
-
-    async def sample(self) -> LagSample:
-        ends: dict[TopicPartition, int] = {}
-        for partitions in self._partitions.values():
-            ends.update(await self._offsets.end_offsets(partitions))
-        lag: dict[str, int] = {}
-        for group, topic in GROUP_TOPIC.items():
-            partitions = self._partitions[topic]
-            done = await self._admin.list_consumer_group_offsets(group, partitions=partitions)
-            lag[group] = sum(
-                max(0, ends[tp] - max(0, done[tp].offset if tp in done else 0)) for tp in partitions
-            )
-        by_topic = {t: sum(ends[tp] for tp in ps) for t, ps in self._partitions.items()}
-        return LagSample(time.time(), lag, by_topic)
-
-    async def _run(self) -> None:
-        while True:
-            try:
-                self.samples.append(await self.sample())
-            except Exception as exc:  # a broker hiccup must not end the watch
-                log.warning("lag sample failed: %s", exc)
-            await asyncio.sleep(self.interval)
-
-    async def drained(self, within: float) -> bool:
-        """Wait until no group has anything left to read; False if it took too long."""
-        deadline = time.monotonic() + within
-        while time.monotonic() < deadline:
-            if not any((await self.sample()).lag.values()):
-                return True
-            await asyncio.sleep(0.5)
-        return False
-
-    def topic_rate(self, topic: str, since: float, until: float) -> float:
-        """Records appended to ``topic`` per second between two instants."""
-        inside = [s for s in self.samples if since <= s.at <= until]
-        if len(inside) < 2 or inside[-1].at <= inside[0].at:
-            return 0.0
-        return (inside[-1].ends[topic] - inside[0].ends[topic]) / (inside[-1].at - inside[0].at)
-
-
-async def vote_times(dsn: str, since: float, until: float) -> list[VoteTimes]:
-    """Every bench vote received in [since, until) that antifraud decided."""
-    conn = await asyncpg.connect(dsn)
-    try:
-        rows = await conn.fetch(
-            """
-            SELECT extract(epoch FROM d.received_at)::float8 AS received,
-                   extract(epoch FROM d.decided_at)::float8 AS decided,
-                   d.verdict = 'accepted' AS accepted,
-                   extract(epoch FROM c.counted_at)::float8 AS counted,
-                   extract(epoch FROM l.recorded_at)::float8 AS recorded
-            FROM antifraud.decisions d
-            LEFT JOIN tally.counted_votes c ON c.vote_id = d.vote_id
-            LEFT JOIN lottery.voter_days l ON l.vote_id = d.vote_id
-            WHERE d.poll_id = $1 AND d.received_at >= to_timestamp($2)
-              AND d.received_at < to_timestamp($3)
-            """,
-            BENCH_POLL,
-            since,
-            until,
-        )
-    finally:
-        await conn.close()
-    return [
-        VoteTimes(r["received"], r["decided"], r["accepted"], r["counted"], r["recorded"])
-        for r in rows
-    ]
-
-
-async def undecided(dsn: str, report: LoadReport) -> int:
-    """Votes answered 202 that antifraud has no decision for."""
-    ids = [v.vote_id for v in report.sent if v.status == 202 and v.vote_id]
-    conn = await asyncpg.connect(dsn)
-    try:
-        found = await conn.fetchval(
-            "SELECT count(*) FROM antifraud.decisions WHERE vote_id = ANY($1::text[])", ids
-        )
-    finally:
-        await conn.close()
-    return len(ids) - int(found)
-
-
-# --------------------------------------------------------------------------- statements
-
-
-class Statements:
-    """Statements the services sent, from pg_stat_statements (exact calls per query)."""
-
-    def __init__(self, dsn: str) -> None:
-        self.dsn = dsn
-        self.available = False
-
-    async def enable(self) -> None:
-        conn = await asyncpg.connect(self.dsn)
-        try:
-            await conn.execute("CREATE EXTENSION IF NOT EXISTS pg_stat_statements")
-            await conn.fetchval("SELECT count(*) FROM pg_stat_statements")
-            self.available = True
-        except asyncpg.PostgresError as exc:
-            log.warning("pg_stat_statements is not available (%s); no statement counts", exc)
-        finally:
-            await conn.close()
-
-    async def snapshot(self) -> dict[str, int]:
-        if not self.available:
-            return {}
-        conn = await asyncpg.connect(self.dsn)
-        try:
-            rows = await conn.fetch(
-                "SELECT query, calls FROM pg_stat_statements"
-                " WHERE dbid = (SELECT oid FROM pg_database WHERE datname = current_database())"
-            )
-        finally:
-            await conn.close()
-        out: dict[str, int] = defaultdict(int)
-        for row in rows:
-            if "pg_stat_statements" not in row["query"]:
-                out[" ".join(row["query"].split())] += int(row["calls"])
-        return out
-
-
-# asyncpg's reset of a connection returned to its pool (one round trip, four statements).
-POOL_RESET = ("UNLISTEN *", "CLOSE ALL", "SELECT pg_advisory_unlock_all()", "RESET ALL")
-
-
-def statement_owner(query: str) -> str:
-    if query in POOL_RESET:
-        return "connection resets on release"
-    words = set(re.findall(r"[a-z_]+", query.lower()))
-    for owner, tables in STATEMENT_OWNERS:
-        if words.intersection(tables):
-            return owner
-    return "other"
-
-
-def statements_per_vote(
-    before: dict[str, int], after: dict[str, int], votes: int
-) -> dict[str, Any]:
-    calls = {q: n - before.get(q, 0) for q, n in after.items() if n > before.get(q, 0)}
-    by_owner: dict[str, int] = defaultdict(int)
-    for query, n in calls.items():
-        by_owner[statement_owner(query)] += n
-    total = sum(calls.values())
-    top = sorted(calls.items(), key=lambda item: -item[1])[:8]
-    return {
-        "votes": votes,
-        "statements": total,
-        "per_vote": total / votes if votes else None,
-        "by_service": {
-            k: {"statements": n, "per_vote": n / votes if votes else None}
-            for k, n in sorted(by_owner.items())
-        },
-        "top": [[q[:70], n] for q, n in top],
-    }
-
-
-# --------------------------------------------------------------------------- memory
-
-
-class MemoryWatch:
-    """Resident memory of every process, sampled every 2 s; the peak is kept."""
-
-    def __init__(self, pids: dict[str, int]) -> None:
-        self.pids = pids
-        self.peak: dict[str, dict[str, float]] = {}
-        self._task: asyncio.Task[None] | None = None
-
-    def start(self) -> None:
-        self._task = asyncio.create_task(self._run())
-
-    async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
-
-    async def _run(self) -> None:
-        while True:
-            for name, pid in self.pids.items():
-                rss, pss = await asyncio.to_thread(process_tree_memory, pid)
-                seen = self.peak.setdefault(name, {"rss_mib": 0.0, "pss_mib": 0.0})
-                seen["rss_mib"] = max(seen["rss_mib"], rss)
-                seen["pss_mib"] = max(seen["pss_mib"], pss)
-            await asyncio.sleep(2.0)
-
-
-def infrastructure_pids(env: BenchEnv) -> dict[str, int]:
-    """Kafka's and Postgres' pids when the bench runs under its own stack."""
-    from scripts.stack import StackError, control_request
-
-    try:
-        status = control_request(env.run_dir, {"op": "status"})
-    except (OSError, StackError):
-        return {}
-    return {
-        name: int(status[name]["pid"])
-        for name in ("kafka", "postgres")
-        if name in status and status[name]["pid"]
-    }
 
 
 # --------------------------------------------------------------------------- steps
@@ -700,86 +411,6 @@ def timeline(
         "count_p50": p(count_by_second, 50),
         "count_p99": p(count_by_second, 99),
         "lag": [{"t": s.at - started, **s.lag} for s in samples if started <= s.at <= ended + 1],
-    }
-
-
-# --------------------------------------------------------------------------- baselines
-
-
-PERF_LINE = re.compile(
-    r"(?P<records>\d+) records sent, (?P<rate>[\d.]+) records/sec \((?P<mb>[\d.]+) MB/sec\), "
-    r"(?P<avg>[\d.]+) ms avg latency, (?P<max>[\d.]+) ms max latency, (?P<p50>\d+) ms 50th, "
-    r"(?P<p95>\d+) ms 95th, (?P<p99>\d+) ms 99th, (?P<p999>\d+) ms 99.9th"
-)
-
-
-def parse_producer_performance(output: str) -> dict[str, float] | None:
-    """The final summary line of Kafka's ProducerPerformance tool."""
-    matches = list(PERF_LINE.finditer(output))
-    if not matches:
-        return None
-    return {k: float(v) for k, v in matches[-1].groupdict().items()}
-
-
-def producer_performance(
-    bootstrap: str, topic: str, payloads: Path, records: int, run_dir: Path
-) -> dict[str, Any]:
-    """Kafka's own producer benchmark (kafka-tools) on the same broker and records."""
-    from scripts.stack import StackError, kafka_libs
-
-    java = shutil.which("java")
-    if java is None:
-        return {"skipped": "no java on PATH"}
-    try:
-        libs = kafka_libs(lambda note: log.info("pipeline: %s", note))
-    except StackError as exc:
-        return {"skipped": str(exc)}
-    command = [
-        java,
-        "-cp",
-        f"{libs}/*",
-        "org.apache.kafka.tools.ProducerPerformance",
-        "--topic",
-        topic,
-        "--num-records",
-        str(records),
-        "--payload-file",
-        str(payloads),
-        "--throughput",
-        "-1",
-        "--producer-props",
-        f"bootstrap.servers={bootstrap}",
-        "acks=all",
-    ]
-    result = subprocess.run(
-        command, capture_output=True, text=True, check=False, timeout=600, cwd=run_dir
-    )
-    parsed = parse_producer_performance(result.stdout)
-    if result.returncode != 0 or parsed is None:
-        tail = (result.stdout + result.stderr)[-1500:]
-        return {"skipped": f"ProducerPerformance failed (exit {result.returncode}): {tail}"}
-    return {"rate": parsed["rate"], "summary": parsed, "acks": "all"}
-
-
-async def baselines(env: BenchEnv, n: int, mix: Mix) -> dict[str, Any]:
-    records = catchup.submitted_backlog(n, env.captcha_secret, mix)
-    size = sum(len(value) for _, value in records) / len(records)
-    produced = catchup.unique("bench_pipe_producer")
-    perf_topic = catchup.unique("bench_pipe_perf")
-    await catchup.create_topics(env.kafka_bootstrap, produced, perf_topic)
-    producer_rate = await catchup.produce(env.kafka_bootstrap, produced, records)
-    consumer = await catchup.bare_consume(env.kafka_bootstrap, produced, n)
-    payloads = env.run_dir / "bench-payloads.txt"
-    payloads.write_bytes(b"\n".join(value for _, value in records))
-    perf = await asyncio.to_thread(
-        producer_performance, env.kafka_bootstrap, perf_topic, payloads, n, env.run_dir
-    )
-    return {
-        "records": n,
-        "record_bytes": round(size),
-        "aiokafka_producer": producer_rate,
-        "aiokafka_consumer": consumer.rate,
-        "producer_performance": perf,
     }
 
 

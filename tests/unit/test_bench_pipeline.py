@@ -9,16 +9,16 @@ from typing import Any
 import pytest
 
 from bench import plot, report_pipeline
-from bench.pipeline import (
-    PipelineStep,
+from bench.kafka_baselines import parse_producer_performance
+from bench.observe import (
     VoteTimes,
     delays,
-    parse_producer_performance,
     percentile,
     statement_owner,
     statements_per_vote,
     worst_waits,
 )
+from bench.pipeline import PipelineStep
 
 PERF_OUTPUT = """\
 5001 records sent, 1000.2 records/sec (0.34 MB/sec), 12.1 ms avg latency, 300.0 ms max latency.
