@@ -48,17 +48,19 @@ from __future__ import annotations
 import bisect
 import functools
 import ipaddress
+import re
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
-from typing import Final, Literal
+from typing import Final, Literal, NamedTuple
 
 from shared.captcha import CaptchaVerdict, captcha_fingerprint, judge
 from shared.catalog import Catalog, Poll, PollState, RateLimits
 from shared.events import RejectReason, VoteSubmitted
 
 __all__ = [
+    "Batch",
     "DayKey",
     "Decision",
     "DecisionState",
@@ -161,10 +163,19 @@ def _parse_ip(ip: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
     return address
 
 
-# Parsing addresses is most of a decision's cost, and a batch repeats the same few
-# (carrier NAT, hot subnets); the mapping is pure, so caching it is safe.
+# Exactly the dotted quads ``ipaddress`` accepts (no leading zeros), which are also their
+# own canonical text: the common case needs no address object at all.
+_OCTET: Final = r"(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])"
+_PLAIN_IPV4: Final = re.compile(rf"{_OCTET}(?:\.{_OCTET}){{3}}")
+
+
+# A batch repeats the same few addresses (carrier NAT, hot subnets) and the mapping is
+# pure, so caching it is safe.
 @functools.lru_cache(maxsize=65_536)
 def _address_and_subnet(ip: str) -> tuple[str, str]:
+    text = ip.strip()
+    if _PLAIN_IPV4.fullmatch(text):
+        return text, text[: text.rindex(".")] + ".0/24"
     address = _parse_ip(ip)
     if address is None:
         return ip, ip
@@ -174,6 +185,36 @@ def _address_and_subnet(ip: str) -> tuple[str, str]:
     else:
         subnet = ipaddress.IPv6Network((int(address), _IPV6_PREFIX), strict=False)
     return str(address), str(subnet)
+
+
+@functools.lru_cache(maxsize=256)
+def _networks(
+    allowlist: tuple[str, ...],
+) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
+    return tuple(ipaddress.ip_network(item, strict=False) for item in allowlist)
+
+
+@functools.lru_cache(maxsize=256)
+def _ipv4_ranges(allowlist: tuple[str, ...]) -> tuple[tuple[int, int], ...]:
+    """(network, netmask) of the allowlist's IPv4 networks, as integers."""
+    return tuple(
+        (int(n.network_address), int(n.netmask)) for n in _networks(allowlist) if n.version == 4
+    )
+
+
+# The same test as ``RateLimits.allows``, with the allowlist parsed once per poll rather
+# than once per vote, and plain dotted quads compared as integers.
+@functools.lru_cache(maxsize=65_536)
+def _allowlisted(allowlist: tuple[str, ...], address: str) -> bool:
+    if _PLAIN_IPV4.fullmatch(address):
+        a, b, c, d = (int(octet) for octet in address.split("."))
+        value = a << 24 | b << 16 | c << 8 | d
+        return any(value & mask == network for network, mask in _ipv4_ranges(allowlist))
+    try:
+        parsed = ipaddress.ip_address(address)
+    except ValueError:
+        return False
+    return any(parsed in network for network in _networks(allowlist))
 
 
 def address_of(ip: str) -> str:
@@ -195,7 +236,8 @@ class StateDelta:
 
     accepted: Counter[DayKey] = field(default_factory=Counter)
     used_captchas: set[str] = field(default_factory=set)
-    events: list[tuple[WindowKey, datetime]] = field(default_factory=list)
+    # (window, received_at, vote_id) of each submission counted in a window.
+    events: list[tuple[WindowKey, datetime, str]] = field(default_factory=list)
 
 
 @dataclass
@@ -247,14 +289,60 @@ def _cheap_rejection(poll: Poll, vote: VoteSubmitted) -> RejectReason | None:
     return judge_window(poll, vote.received_at) or judge_choice(poll, vote.choice)
 
 
-def _window_keys(poll: Poll, vote: VoteSubmitted) -> list[WindowKey]:
+def _window_keys(poll: Poll, vote: VoteSubmitted) -> tuple[WindowKey, ...]:
     """The voter's window, then (unless allowlisted) the address's and the subnet's."""
     address, subnet = _address_and_subnet(vote.client_ip)
-    keys: list[WindowKey] = [(poll.id, "voter", vote.voter_id)]
-    if not (poll.rate_limits.allowlist and poll.rate_limits.allows(address)):
-        keys.append((poll.id, "ip", address))
-        keys.append((poll.id, "subnet", subnet))
-    return keys
+    allowlist = poll.rate_limits.allowlist
+    if allowlist and _allowlisted(allowlist, address):
+        return ((poll.id, "voter", vote.voter_id),)
+    return (
+        (poll.id, "voter", vote.voter_id),
+        (poll.id, "ip", address),
+        (poll.id, "subnet", subnet),
+    )
+
+
+class _Facts(NamedTuple):
+    """What a vote's content alone says; ``windows`` is empty unless rules 1-3 passed,
+    and only then is the captcha's ``fingerprint`` worked out."""
+
+    poll: Poll | None
+    reason: RejectReason | None
+    day: date | None
+    windows: tuple[WindowKey, ...]
+    fingerprint: str
+
+
+def _facts(vote: VoteSubmitted, polls: Mapping[str, Poll]) -> _Facts:
+    poll = polls.get(vote.poll_id)
+    if poll is None:
+        return _Facts(None, RejectReason.UNKNOWN_POLL, None, (), "")
+    day = poll.day_of(vote.received_at)
+    reason = _cheap_rejection(poll, vote)
+    if reason is not None:
+        return _Facts(poll, reason, day, (), "")
+    fingerprint = captcha_fingerprint(vote.captcha_id)
+    return _Facts(poll, None, day, _window_keys(poll, vote), fingerprint)
+
+
+@dataclass(frozen=True)
+class Batch:
+    """A batch's distinct votes with what each one's content says, worked out once for
+    both :func:`keys_for` and :func:`decide_batch`."""
+
+    votes: list[VoteSubmitted]
+    facts: list[_Facts]
+
+    @classmethod
+    def of(cls, submissions: Iterable[VoteSubmitted], catalog: Catalog) -> Batch:
+        votes = _unique(submissions)
+        polls = {poll.id: poll for poll in catalog.polls}
+        return cls(votes, [_facts(vote, polls) for vote in votes])
+
+    def only(self, vote_ids: set[str]) -> Batch:
+        """The votes with these ids, in the same order."""
+        kept = [i for i, vote in enumerate(self.votes) if vote.vote_id in vote_ids]
+        return Batch([self.votes[i] for i in kept], [self.facts[i] for i in kept])
 
 
 def _unique(submissions: Iterable[VoteSubmitted]) -> list[VoteSubmitted]:
@@ -267,62 +355,73 @@ def _unique(submissions: Iterable[VoteSubmitted]) -> list[VoteSubmitted]:
     return unique
 
 
-def _widen(
-    span: tuple[datetime, datetime] | None, since: datetime, until: datetime
-) -> tuple[datetime, datetime]:
-    return (since, until) if span is None else (min(span[0], since), max(span[1], until))
+def _batch(submissions: Iterable[VoteSubmitted] | Batch, catalog: Catalog) -> Batch:
+    return submissions if isinstance(submissions, Batch) else Batch.of(submissions, catalog)
 
 
-def keys_for(submissions: Iterable[VoteSubmitted], catalog: Catalog) -> StateKeys:
-    """The rows a batch reads; the store also locks them, so that several antifraud
-    instances deciding at once serialise on shared voters, addresses and captchas and
-    together never exceed a limit."""
+def keys_for(submissions: Iterable[VoteSubmitted] | Batch, catalog: Catalog) -> StateKeys:
+    """The rows a batch reads; the store also locks them (through keys that cover them),
+    so that several antifraud instances deciding at once serialise on shared voters,
+    addresses and captchas and together never exceed a limit."""
+    batch = _batch(submissions, catalog)
     days: set[DayKey] = set()
     captchas: set[str] = set()
     windows: dict[WindowKey, tuple[datetime, datetime]] = {}
-    for vote in submissions:
-        poll = catalog.get(vote.poll_id)
-        if poll is None or _cheap_rejection(poll, vote) is not None:
+    for vote, facts in zip(batch.votes, batch.facts, strict=True):
+        if not facts.windows:
             continue
-        days.add((poll.id, vote.voter_id, poll.day_of(vote.received_at)))
-        captchas.add(captcha_fingerprint(vote.captcha_id))
-        reach = timedelta(seconds=poll.rate_limits.window_seconds)
-        for key in _window_keys(poll, vote):
-            windows[key] = _widen(
-                windows.get(key), vote.received_at - reach, vote.received_at + reach
-            )
+        assert facts.poll is not None and facts.day is not None  # noqa: S101 - rules 1-3 passed
+        days.add((facts.poll.id, vote.voter_id, facts.day))
+        captchas.add(facts.fingerprint)
+        reach = _reach(facts.poll.rate_limits.window_seconds)
+        since, until = vote.received_at - reach, vote.received_at + reach
+        for key in facts.windows:
+            span = windows.get(key)
+            if span is None:
+                windows[key] = (since, until)
+            elif since < span[0] or until > span[1]:
+                windows[key] = (min(span[0], since), max(span[1], until))
     return StateKeys(frozenset(days), frozenset(captchas), windows)
 
 
+@functools.lru_cache(maxsize=64)
+def _reach(window_seconds: int) -> timedelta:
+    return timedelta(seconds=window_seconds)
+
+
+_NOTHING: Final[tuple[datetime, ...]] = ()
+
+
 def _rate_limit_and_count(
-    poll: Poll, vote: VoteSubmitted, state: DecisionState
+    poll: Poll, vote: VoteSubmitted, windows: tuple[WindowKey, ...], state: DecisionState
 ) -> RejectReason | None:
-    window = timedelta(seconds=poll.rate_limits.window_seconds)
-    keys = _window_keys(poll, vote)
-    earlier = {
-        scope: count_in_window(
-            state.recent.get((poll_id, scope, key), []), vote.received_at, window
-        )
-        for poll_id, scope, key in keys
-    }
+    window = _reach(poll.rate_limits.window_seconds)
+    at = vote.received_at
+    recent = state.recent
+    counts = [count_in_window(recent.get(key, _NOTHING), at, window) for key in windows]
+    allowlisted = len(counts) == 1
     reason = judge_rate_limits(
         poll.rate_limits,
-        by_voter=earlier["voter"],
-        by_ip=earlier.get("ip", 0),
-        by_subnet=earlier.get("subnet", 0),
-        allowlisted="ip" not in earlier,
+        by_voter=counts[0],
+        by_ip=0 if allowlisted else counts[1],
+        by_subnet=0 if allowlisted else counts[2],
+        allowlisted=allowlisted,
     )
-    for key in keys:
-        bisect.insort(state.recent.setdefault(key, []), vote.received_at)
-        state.delta.events.append((key, vote.received_at))
+    events = state.delta.events
+    for key in windows:
+        times = recent.get(key)
+        if times is None:
+            recent[key] = [at]
+        else:
+            bisect.insort(times, at)
+        events.append((key, at, vote.vote_id))
     return reason
 
 
 def _captcha_and_burn(
-    vote: VoteSubmitted, secret: str, state: DecisionState
+    vote: VoteSubmitted, fingerprint: str, secret: str, state: DecisionState
 ) -> RejectReason | None:
     verdict = judge(secret, vote.captcha_id, vote.captcha_answer, vote.received_at)
-    fingerprint = captcha_fingerprint(vote.captcha_id)
     reason = judge_captcha(verdict, reused=fingerprint in state.used_captchas)
     if reason in (None, RejectReason.CAPTCHA_WRONG):
         state.used_captchas.add(fingerprint)
@@ -354,28 +453,29 @@ def _decision(vote: VoteSubmitted, reason: RejectReason | None, day: date | None
     )
 
 
-def _decide_one(
-    vote: VoteSubmitted, catalog: Catalog, secret: str, state: DecisionState
-) -> Decision:
-    poll = catalog.get(vote.poll_id)
-    if poll is None:
-        return _decision(vote, RejectReason.UNKNOWN_POLL, None)
-    day = poll.day_of(vote.received_at)
+def _decide_one(vote: VoteSubmitted, facts: _Facts, secret: str, state: DecisionState) -> Decision:
+    if facts.poll is None or facts.reason is not None:
+        return _decision(vote, facts.reason, facts.day)
+    poll, day = facts.poll, facts.day
+    assert day is not None  # noqa: S101 - a known poll always gives a day
     # Short-circuits in rule order: a rule's state changes happen only if it is reached.
     reason = (
-        _cheap_rejection(poll, vote)
-        or _rate_limit_and_count(poll, vote, state)
-        or _captcha_and_burn(vote, secret, state)
+        _rate_limit_and_count(poll, vote, facts.windows, state)
+        or _captcha_and_burn(vote, facts.fingerprint, secret, state)
         or _daily_limit_and_count(poll, vote, day, state)
     )
     return _decision(vote, reason, day)
 
 
 def decide_batch(
-    submissions: Iterable[VoteSubmitted],
+    submissions: Iterable[VoteSubmitted] | Batch,
     catalog: Catalog,
     captcha_secret: str,
     state: DecisionState,
 ) -> list[Decision]:
     """Decide in the given order; each decision sees the effects of those before it."""
-    return [_decide_one(vote, catalog, captcha_secret, state) for vote in _unique(submissions)]
+    batch = _batch(submissions, catalog)
+    return [
+        _decide_one(vote, facts, captcha_secret, state)
+        for vote, facts in zip(batch.votes, batch.facts, strict=True)
+    ]

@@ -2,16 +2,16 @@
 submissions inside the rate-limit windows.
 
 A batch is decided in one transaction. The state the rules need (for just the keys the
-batch touches) is loaded under transaction-level advisory locks on those keys, taken in
-a fixed order: two antifraud replicas judging the same voter, address, subnet or captcha
-wait for each other, so together they never exceed a limit, and never deadlock.
+batch touches) is loaded under transaction-level advisory locks covering those keys
+(see :func:`lock_keys`), taken in a fixed order: two antifraud replicas judging the same
+voter, address, subnet or captcha wait for each other, so together they never exceed a
+limit, and never deadlock.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections import Counter, defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
@@ -20,21 +20,35 @@ import asyncpg
 import asyncpg.pool
 
 from services.antifraud.rules import (
+    Batch,
     Decision,
     DecisionState,
     StateDelta,
     StateKeys,
-    WindowKey,
     decide_batch,
     keys_for,
 )
-from shared.captcha import captcha_fingerprint
 from shared.catalog import Catalog
 from shared.events import RejectReason, VoteSubmitted
 
 log = logging.getLogger(__name__)
 
 SCHEMA = "antifraud"
+DECISION_COLUMNS = (
+    "vote_id",
+    "poll_id",
+    "voter_id",
+    "choice",
+    "verdict",
+    "reason",
+    "day",
+    "received_at",
+    "decided_at",
+)
+# A vote judged by two replicas at once (only while a rebalance hands its partition
+# over) makes the second one's COPY fail on the decision's key; starting over reads the
+# first one's decision instead.
+ATTEMPTS = 3
 RATE_EVENT_RETENTION = timedelta(days=2)
 
 
@@ -58,9 +72,17 @@ class Outcome:
 
 
 def lock_keys(keys: StateKeys) -> list[str]:
+    """The advisory locks a batch takes: a voter's window, an address's subnet window and
+    each captcha.
+
+    Fewer names than rows read, with the same effect: every vote that counts towards a
+    voter's daily limit is also in that voter's window, and every vote in an address's
+    window is in its subnet's, so whoever may touch those rows holds these locks too.
+    """
     names = {f"captcha:{c}" for c in keys.captchas}
-    names.update(f"day:{p}:{v}:{d}" for p, v, d in keys.days)
-    names.update(f"rate:{p}:{scope}:{k}" for p, scope, k in keys.windows)
+    names.update(
+        f"rate:{p}:{scope}:{k}" for p, scope, k in keys.windows if scope in ("voter", "subnet")
+    )
     return sorted(names)
 
 
@@ -79,7 +101,7 @@ def _decision_of(s: VoteSubmitted, row: asyncpg.Record) -> Decision:
 
 
 async def _load_state(conn: Conn, keys: StateKeys) -> DecisionState:
-    days = sorted(keys.days)
+    days = list(keys.days)
     day_rows = await conn.fetch(
         "SELECT d.poll_id, d.voter_id, d.day, d.n FROM daily_accepted d"
         " JOIN unnest($1::text[], $2::text[], $3::date[]) AS k(poll_id, voter_id, day)"
@@ -90,56 +112,64 @@ async def _load_state(conn: Conn, keys: StateKeys) -> DecisionState:
     )
     used = await conn.fetch(
         "SELECT fingerprint FROM used_captchas WHERE fingerprint = ANY($1::text[])",
-        sorted(keys.captchas),
+        list(keys.captchas),
     )
     windows = list(keys.windows.items())
+    # One row per window that has events, its times already sorted: far fewer rows (and
+    # values) to decode than one per event when a flood fills some window.
     event_rows = await conn.fetch(
-        "SELECT e.poll_id, e.scope, e.key, e.received_at FROM rate_events e"
-        " JOIN unnest($1::text[], $2::text[], $3::text[], $4::timestamptz[], $5::timestamptz[])"
-        "   AS k(poll_id, scope, key, since, until) USING (poll_id, scope, key)"
-        " WHERE e.received_at > k.since AND e.received_at <= k.until",
+        "SELECT k.i, array_agg(e.received_at ORDER BY e.received_at) FROM unnest($1::text[],"
+        " $2::text[], $3::text[], $4::timestamptz[], $5::timestamptz[]) WITH ORDINALITY"
+        "   AS k(poll_id, scope, key, since, until, i)"
+        " JOIN rate_events e USING (poll_id, scope, key)"
+        " WHERE e.received_at > k.since AND e.received_at <= k.until"
+        " GROUP BY k.i",
         [k[0] for k, _ in windows],
         [k[1] for k, _ in windows],
         [k[2] for k, _ in windows],
         [span[0] for _, span in windows],
         [span[1] for _, span in windows],
     )
-    recent: dict[WindowKey, list[datetime]] = defaultdict(list)
-    for r in event_rows:
-        recent[(r["poll_id"], r["scope"], r["key"])].append(r["received_at"])
     return DecisionState(
-        accepted_per_day={(r["poll_id"], r["voter_id"], r["day"]): r["n"] for r in day_rows},
-        used_captchas={r["fingerprint"] for r in used},
-        recent={key: sorted(times) for key, times in recent.items()},
+        accepted_per_day={(poll_id, voter, day): n for poll_id, voter, day, n in day_rows},
+        used_captchas={fingerprint for (fingerprint,) in used},
+        recent={windows[i - 1][0]: times for i, times in event_rows},
     )
 
 
 async def _save(
     conn: Conn,
-    fresh: Sequence[VoteSubmitted],
+    fresh: Batch,
     decisions: Sequence[Decision],
     delta: StateDelta,
     decided_at: datetime,
 ) -> None:
-    await conn.execute(
-        "INSERT INTO decisions (vote_id, poll_id, voter_id, choice, verdict, reason, day,"
-        " received_at, decided_at)"
-        " SELECT *, $9::timestamptz FROM unnest($1::text[], $2::text[], $3::text[], $4::text[],"
-        " $5::text[], $6::text[], $7::date[], $8::timestamptz[])"
-        " ON CONFLICT (vote_id) DO NOTHING",
-        [d.vote_id for d in decisions],
-        [d.poll_id for d in decisions],
-        [d.voter_id for d in decisions],
-        [d.choice for d in decisions],
-        [d.verdict for d in decisions],
-        [d.reason.value if d.reason else None for d in decisions],
-        [d.day for d in decisions],
-        [d.received_at for d in decisions],
-        decided_at,
+    if not decisions:
+        return
+    # COPY, not INSERT: these rows are new by construction (read under the locks just
+    # now), and COPY skips the per-element array encoding an INSERT of arrays pays. A
+    # duplicate would abort the transaction, and decide_and_record starts over.
+    await conn.copy_records_to_table(
+        "decisions",
+        columns=DECISION_COLUMNS,
+        records=[
+            (
+                d.vote_id,
+                d.poll_id,
+                d.voter_id,
+                d.choice,
+                d.verdict,
+                d.reason.value if d.reason else None,
+                d.day,
+                d.received_at,
+                decided_at,
+            )
+            for d in decisions
+        ],
     )
     await _save_days(conn, delta)
     await _save_captchas(conn, fresh, delta)
-    await _save_windows(conn, fresh, delta)
+    await _save_windows(conn, delta)
 
 
 async def _save_days(conn: Conn, delta: StateDelta) -> None:
@@ -157,41 +187,28 @@ async def _save_days(conn: Conn, delta: StateDelta) -> None:
     )
 
 
-async def _save_captchas(conn: Conn, fresh: Sequence[VoteSubmitted], delta: StateDelta) -> None:
+async def _save_captchas(conn: Conn, fresh: Batch, delta: StateDelta) -> None:
+    if not delta.used_captchas:
+        return
     first: dict[str, VoteSubmitted] = {}
-    for s in fresh:
-        first.setdefault(captcha_fingerprint(s.captcha_id), s)
-    spent = [first[f] for f in sorted(delta.used_captchas) if f in first]
-    if spent:
-        await conn.execute(
-            "INSERT INTO used_captchas (fingerprint, vote_id, received_at)"
-            " SELECT * FROM unnest($1::text[], $2::text[], $3::timestamptz[])"
-            " ON CONFLICT DO NOTHING",
-            [captcha_fingerprint(s.captcha_id) for s in spent],
-            [s.vote_id for s in spent],
-            [s.received_at for s in spent],
-        )
+    for s, facts in zip(fresh.votes, fresh.facts, strict=True):
+        first.setdefault(facts.fingerprint, s)
+    await conn.copy_records_to_table(
+        "used_captchas",
+        columns=("fingerprint", "vote_id", "received_at"),
+        records=[
+            (f, first[f].vote_id, first[f].received_at) for f in delta.used_captchas if f in first
+        ],
+    )
 
 
-async def _save_windows(conn: Conn, fresh: Sequence[VoteSubmitted], delta: StateDelta) -> None:
+async def _save_windows(conn: Conn, delta: StateDelta) -> None:
     """Persist the submissions the rules counted in a window, each under its vote id."""
-    owners: dict[datetime, list[VoteSubmitted]] = defaultdict(list)
-    for s in fresh:
-        owners[s.received_at].append(s)
-    taken: Counter[tuple[WindowKey, datetime]] = Counter()
-    rows: list[tuple[str, str, str, datetime, str]] = []
-    for key, instant in delta.events:
-        candidates = owners.get(instant, [])
-        index = taken[(key, instant)]
-        taken[(key, instant)] += 1
-        if index < len(candidates):
-            rows.append((*key, instant, candidates[index].vote_id))
-    if rows:
-        await conn.execute(
-            "INSERT INTO rate_events (poll_id, scope, key, received_at, vote_id)"
-            " SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::timestamptz[],"
-            " $5::text[]) ON CONFLICT DO NOTHING",
-            *[list(column) for column in zip(*rows, strict=True)],
+    if delta.events:
+        await conn.copy_records_to_table(
+            "rate_events",
+            columns=("poll_id", "scope", "key", "received_at", "vote_id"),
+            records=[(*key, instant, vote_id) for key, instant, vote_id in delta.events],
         )
 
 
@@ -204,24 +221,18 @@ async def decide_and_record(
 ) -> list[Outcome]:
     """Decide the batch's new votes and return every vote's decision (old ones unchanged)."""
     unique = list({s.vote_id: s for s in reversed(submissions)}.values())[::-1]
-    async with pool.acquire() as conn, conn.transaction():
-        known = {
-            r["vote_id"]: r
-            for r in await conn.fetch(
-                "SELECT * FROM decisions WHERE vote_id = ANY($1::text[])",
-                [s.vote_id for s in unique],
+    batch = Batch.of(unique, catalog)
+    keys = keys_for(batch, catalog)
+    for attempt in range(1, ATTEMPTS + 1):
+        try:
+            known, decisions = await _decide_in_transaction(
+                pool, unique, batch, keys, catalog, captcha_secret, decided_at
             )
-        }
-        fresh = [s for s in unique if s.vote_id not in known]
-        keys = keys_for(fresh, catalog)
-        await conn.execute(
-            "SELECT pg_advisory_xact_lock(k) FROM"
-            " (SELECT DISTINCT hashtextextended(x, 0) AS k FROM unnest($1::text[]) x ORDER BY 1) s",
-            lock_keys(keys),
-        )
-        state = await _load_state(conn, keys)
-        decisions = decide_batch(fresh, catalog, captcha_secret, state)
-        await _save(conn, fresh, decisions, state.take_delta(), decided_at)
+            break
+        except asyncpg.UniqueViolationError:
+            if attempt == ATTEMPTS:
+                raise
+            log.info("a vote of the batch was decided elsewhere meanwhile; deciding again")
     by_id = {d.vote_id: d for d in decisions}
     outcomes = []
     for s in unique:
@@ -231,6 +242,37 @@ async def decide_and_record(
         else:
             outcomes.append(Outcome(by_id[s.vote_id], decided_at, fresh=True))
     return outcomes
+
+
+async def _decide_in_transaction(
+    pool: asyncpg.Pool,
+    unique: Sequence[VoteSubmitted],
+    batch: Batch,
+    keys: StateKeys,
+    catalog: Catalog,
+    captcha_secret: str,
+    decided_at: datetime,
+) -> tuple[dict[str, asyncpg.Record], list[Decision]]:
+    async with pool.acquire() as conn, conn.transaction():
+        await conn.execute(
+            "SELECT pg_advisory_xact_lock(k) FROM"
+            " (SELECT DISTINCT hashtextextended(x, 0) AS k FROM unnest($1::text[]) x ORDER BY 1) s",
+            lock_keys(keys),
+        )
+        # Read under the locks: a replica that decided one of these votes a moment ago
+        # held the same voter lock, so its decision is visible here and is not redone.
+        known = {
+            r["vote_id"]: r
+            for r in await conn.fetch(
+                "SELECT * FROM decisions WHERE vote_id = ANY($1::text[])",
+                [s.vote_id for s in unique],
+            )
+        }
+        fresh = batch.only({s.vote_id for s in unique} - known.keys()) if known else batch
+        state = await _load_state(conn, keys_for(fresh, catalog) if known else keys)
+        decisions = decide_batch(fresh, catalog, captcha_secret, state)
+        await _save(conn, fresh, decisions, state.take_delta(), decided_at)
+    return known, decisions
 
 
 async def find_decision(pool: asyncpg.Pool, vote_id: str) -> StoredDecision | None:

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import bisect
+import ipaddress
 import itertools
 import random
 import uuid
@@ -13,7 +14,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from services.antifraud import rules
+from services.antifraud import consumer, rules, store
 from services.antifraud.rules import (
     DayKey,
     Decision,
@@ -27,7 +28,7 @@ from services.antifraud.rules import (
 from shared import captcha
 from shared.captcha import CaptchaVerdict
 from shared.catalog import Catalog, Poll, RateLimits
-from shared.events import RejectReason, VoteSubmitted
+from shared.events import RejectReason, VoteAccepted, VoteRejected, VoteSubmitted
 
 SECRET = "antifraud-test-secret"
 SHANGHAI = ZoneInfo("Asia/Shanghai")
@@ -504,8 +505,9 @@ def test_state_records_the_delta_to_persist() -> None:
     delta = state.take_delta()
     assert delta.accepted == Counter({(poll.id, voter, date(2021, 12, 25)): 1})
     assert delta.used_captchas == {captcha.captcha_fingerprint(v.captcha_id) for v in votes}
-    assert (poll.id, "ip", "10.0.0.9") in {key for key, _ in delta.events}
-    assert (poll.id, "subnet", "10.0.0.0/24") in {key for key, _ in delta.events}
+    assert (poll.id, "ip", "10.0.0.9") in {key for key, _, _ in delta.events}
+    assert (poll.id, "subnet", "10.0.0.0/24") in {key for key, _, _ in delta.events}
+    assert {vote_id for _, _, vote_id in delta.events} == {v.vote_id for v in votes}
     assert state.take_delta() == StateDelta()
 
 
@@ -544,7 +546,7 @@ class FakeStore:
         for key, n in delta.accepted.items():
             self.accepted[key] = self.accepted.get(key, 0) + n
         self.used |= delta.used_captchas
-        for window_key, at in delta.events:
+        for window_key, at, _ in delta.events:
             bisect.insort(self.events.setdefault(window_key, []), at)
 
     def decide(self, catalog: Catalog, batch: list[VoteSubmitted]) -> list[Decision]:
@@ -602,3 +604,95 @@ def test_batching_does_not_change_decisions(
     store = FakeStore()
     split = [d for batch in _batches(votes, cuts) for d in store.decide(catalog, batch)]
     assert split == whole
+
+
+# --- addresses, locks and events on the hot path -----------------------------------------
+
+octet = st.one_of(st.integers(0, 300).map(str), st.sampled_from(["00", "01", "007", "", "x"]))
+address_text = st.one_of(
+    st.lists(octet, min_size=3, max_size=5).map(".".join),
+    st.lists(octet, min_size=4, max_size=4).map(lambda o: "::ffff:" + ".".join(o)),
+    st.ip_addresses().map(str),
+    st.text(max_size=20),
+)
+
+
+def _reference_address_and_subnet(ip: str) -> tuple[str, str]:
+    try:
+        address = ipaddress.ip_address(ip.strip())
+    except ValueError:
+        return ip, ip
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        address = address.ipv4_mapped
+    prefix = 24 if address.version == 4 else 64
+    return str(address), str(ipaddress.ip_network((int(address), prefix), strict=False))
+
+
+@given(ip=address_text)
+@settings(max_examples=300, deadline=None)
+def test_address_and_subnet_agree_with_ipaddress(ip: str) -> None:
+    assert (rules.address_of(ip), rules.subnet_of(ip)) == _reference_address_and_subnet(ip)
+
+
+@given(ip=address_text)
+@settings(max_examples=300, deadline=None)
+def test_allowlist_check_agrees_with_the_catalog(ip: str) -> None:
+    limits = RateLimits(allowlist=("100.64.0.0/10", "10.1.0.0/16", "2001:db8::/32"))
+    address = rules.address_of(ip)
+    assert rules._allowlisted(limits.allowlist, address) is limits.allows(address)
+
+
+def test_locks_cover_every_row_a_batch_reads() -> None:
+    poll = make_poll(rate_limits=RateLimits(allowlist=("100.64.0.0/10",)))
+    votes = [
+        submit(poll, at_noon(25), ip="198.51.100.7"),
+        submit(poll, at_noon(25), ip="100.64.0.1"),
+    ]
+    keys = keys_for(votes, catalog_of(poll))
+    locks = set(store.lock_keys(keys))
+    for poll_id, voter, _day in keys.days:
+        assert f"rate:{poll_id}:voter:{voter}" in locks
+    for poll_id, scope, key in keys.windows:
+        if scope == "ip":
+            assert f"rate:{poll_id}:subnet:{rules.subnet_of(key)}" in locks
+    assert {f"captcha:{c}" for c in keys.captchas} <= locks
+    assert len(locks) == 2 * 2 + 1  # voter and captcha of each, one subnet
+
+
+event_text = st.text(st.characters(exclude_categories=["Cs"]), max_size=12)
+
+
+@given(vote_id=event_text, voter=event_text, reason=st.sampled_from([None, *RejectReason]))
+@settings(max_examples=100, deadline=None)
+def test_decision_events_are_the_event_models_json(
+    vote_id: str, voter: str, reason: RejectReason | None
+) -> None:
+    received = datetime(2022, 1, 5, 1, 2, 3, 4_000, tzinfo=UTC)
+    decided = datetime(2022, 1, 5, 9, 2, 4, tzinfo=SHANGHAI)
+    verdict: rules.Verdict = "accepted" if reason is None else "rejected"
+    day = date(2022, 1, 5)
+    decision = Decision(vote_id, "p-1", voter, "good", verdict, reason, day, received)
+    topic, value = consumer.decision_event(decision, decided, consumer.Topics())
+    expected: VoteAccepted | VoteRejected
+    if reason is None:
+        expected = VoteAccepted(
+            vote_id=vote_id,
+            poll_id="p-1",
+            choice="good",
+            voter_id=voter,
+            day=day,
+            received_at=received,
+            decided_at=decided,
+        )
+        assert topic == consumer.Topics().accepted
+    else:
+        expected = VoteRejected(
+            vote_id=vote_id,
+            poll_id="p-1",
+            voter_id=voter,
+            reason=reason,
+            received_at=received,
+            decided_at=decided,
+        )
+        assert topic == consumer.Topics().rejected
+    assert value == expected.model_dump_json().encode()
