@@ -53,6 +53,9 @@ def create_app(settings: AntifraudSettings) -> Starlette:
             store.SCHEMA,
             MIGRATIONS,
             max_size=settings.db_pool_max,
+            # Transaction-level advisory locks and COPY only, no SET or LISTEN: nothing
+            # outlives a use, so released connections skip asyncpg's reset statements.
+            reset_session=False,
         )
         pools["pool"] = pool
         secret = settings.captcha_secret.get_secret_value()
