@@ -112,6 +112,9 @@ class RequestMetrics:
     def __init__(self, app: ASGIApp, service: str) -> None:
         self.app = app
         self.service = service
+        # Looking a labelled child up costs more than observing it; the label sets are
+        # bounded (templates x methods x statuses), so each one's child is kept.
+        self._timers: dict[tuple[str, str, int], Histogram] = {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -131,9 +134,16 @@ class RequestMetrics:
         finally:
             route = scope.get("route")
             template = getattr(route, "path", None) or "unmatched"
-            HTTP_DURATION.labels(self.service, template, scope["method"], str(status)).observe(
-                time.perf_counter() - started
+            self._timer(template, scope["method"], status).observe(time.perf_counter() - started)
+
+    def _timer(self, template: str, method: str, status: int) -> Histogram:
+        key = (template, method, status)
+        timer = self._timers.get(key)
+        if timer is None:
+            timer = self._timers[key] = HTTP_DURATION.labels(
+                self.service, template, method, str(status)
             )
+        return timer
 
 
 class BodyLimit:

@@ -41,13 +41,20 @@ _FATAL = (OutOfOrderSequenceNumber, ProducerFenced, UnknownProducerId, InvalidPr
 
 
 class ReliableProducer:
-    def __init__(self, options: dict[str, Any], *, client_id: str, request_timeout_ms: int) -> None:
+    def __init__(
+        self,
+        options: dict[str, Any],
+        *,
+        client_id: str,
+        request_timeout_ms: int,
+        linger_ms: int = 2,
+    ) -> None:
         self._options = {
             **options,
             "client_id": client_id,
             "acks": "all",
             "enable_idempotence": True,
-            "linger_ms": 2,
+            "linger_ms": linger_ms,
             "max_batch_size": 256 * 1024,
             "request_timeout_ms": request_timeout_ms,
             "retry_backoff_ms": 100,
@@ -126,19 +133,25 @@ class ReliableProducer:
         try:
             futures = [await producer.send(t, value, key=key) for t, value, key in records]
             await asyncio.gather(*futures)
-        except (asyncio.CancelledError, TimeoutError):
-            self._discard(producer)
-            raise
-        except _FATAL:
-            await self._rebuild(producer)
-            raise
-        except KafkaError:
-            if self._broken(producer):
-                await self._rebuild(producer)
+        except BaseException as exc:
+            await self._after_failure(producer, exc)
             raise
 
     async def send(self, topic: str, value: bytes, key: bytes | None) -> None:
-        await self.send_many([(topic, value, key)])
+        """Send one record and wait until the broker has it: send_many without the gather."""
+        producer = await self._current()
+        try:
+            await (await producer.send(topic, value, key=key))
+        except BaseException as exc:
+            await self._after_failure(producer, exc)
+            raise
+
+    async def _after_failure(self, producer: AIOKafkaProducer, exc: BaseException) -> None:
+        """An abandoned send drops the producer unsent; a dead sender gets a new one."""
+        if isinstance(exc, asyncio.CancelledError | TimeoutError):
+            self._discard(producer)
+        elif isinstance(exc, _FATAL) or (isinstance(exc, KafkaError) and self._broken(producer)):
+            await self._rebuild(producer)
 
     async def ping(self) -> bool:
         """True when the broker answers a metadata request."""

@@ -16,8 +16,9 @@ from shared.captcha import CaptchaPool
 from shared.catalog import Catalog, load_catalog
 from shared.events import TOPIC_SUBMITTED, VoteSubmitted
 from shared.http import Health, build_app
-from shared.kafka import make_producer, wait_for_topics
+from shared.kafka import client_options, wait_for_topics
 from shared.netaddr import parse_networks
+from shared.producer import ReliableProducer
 from shared.service import background, run_service, watch_dependencies
 from shared.settings import ServiceSettings
 
@@ -53,7 +54,15 @@ def create_app(settings: IngestSettings) -> Starlette:
     # voter gets a 503 (and the record is dropped by the producer) rather than a 202
     # for a vote that might never be stored.
     request_timeout_ms = int(settings.publish_timeout_seconds * 750)
-    producer = make_producer(settings, client_id=SERVICE, request_timeout_ms=request_timeout_ms)
+    # Each vote is its own send; lingering 10 ms lets a busy edge put more of them in one
+    # produce request (fewer requests, far less work per vote), at little latency cost
+    # next to the broker's acks=all round trip.
+    producer = ReliableProducer(
+        client_options(settings),
+        client_id=SERVICE,
+        request_timeout_ms=request_timeout_ms,
+        linger_ms=10,
+    )
     captchas = CaptchaPool(settings.captcha_secret.get_secret_value())
 
     async def publish(event: VoteSubmitted) -> None:
