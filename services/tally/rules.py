@@ -1,7 +1,11 @@
-"""What a results document says: pure functions of the counts, the poll and the clock."""
+"""What a results document says, and how long votes took to be counted: pure functions
+of the counts, the poll, the votes and the clock."""
 
 from __future__ import annotations
 
+import math
+from bisect import bisect_left, bisect_right
+from collections.abc import Iterable, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -32,3 +36,17 @@ def results_visible(poll: Poll, now: datetime, *, staff: bool) -> bool:
     if staff or poll.results == "live":
         return True
     return poll.state_at(now) is PollState.CLOSED
+
+
+def delay_histogram(
+    received: Iterable[datetime], now: datetime, bounds: Sequence[float]
+) -> tuple[list[int], float]:
+    """How many votes were counted within each bound (in seconds) of being received,
+    cumulative as Prometheus buckets are, and the sum of the delays: what observing each
+    vote's delay would add, for a whole batch in one sort. A vote received "after" now
+    (clock skew between hosts) counts as a delay of 0."""
+    stamps = sorted(r.timestamp() for r in received)
+    at = now.timestamp()
+    within = [len(stamps) - bisect_left(stamps, at - bound) for bound in bounds]
+    past = bisect_right(stamps, at)
+    return within, math.fsum(at - stamp for stamp in stamps[:past])

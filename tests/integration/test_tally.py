@@ -179,3 +179,54 @@ async def test_a_batch_that_fails_in_the_database_is_replayed_not_skipped(tally:
 
         await eventually(second_counted, what="the failed batches to be replayed")
     assert await tally.counts(poll) == {"fair": 50, "excellent": 50}
+
+
+def _countable(votes: list[VoteAccepted]) -> list[consumer.AcceptedVote]:
+    return [consumer.AcceptedVote(**v.model_dump()) for v in votes]
+
+
+async def test_a_large_batch_is_counted_once_whatever_it_repeats(tally: Tally) -> None:
+    poll = f"poll-{uuid.uuid4().hex[:8]}"
+    votes = _countable([accepted(poll, random.choice(CHOICES)) for _ in range(2 * store.COPY_FROM)])
+    first = await store.count_batch(tally.pool, votes)
+    assert len(first.votes) == len(votes)
+    # All known, then half known with a repeat inside the batch: only new ids count.
+    assert (await store.count_batch(tally.pool, votes)).votes == []
+    more = _countable([accepted(poll, "good") for _ in range(store.COPY_FROM)])
+    mixed = await store.count_batch(tally.pool, [*more, *votes[:300], more[0]])
+    assert sorted(v.vote_id for v in mixed.votes) == sorted(v.vote_id for v in more)
+    assert mixed.totals == {(poll, "good"): len(more)}
+    truth = Counter(v.choice for v in votes) + Counter(v.choice for v in more)
+    assert await tally.counts(poll) == dict(truth)
+    stamped = await tally.pool.fetchval(
+        "SELECT count(*) FROM counted_votes WHERE counted_at >= received_at"
+    )
+    assert stamped == len(votes) + len(more)
+
+
+async def test_a_backlog_with_redeliveries_is_counted_once(tally: Tally) -> None:
+    poll = f"poll-{uuid.uuid4().hex[:8]}"
+    votes = [accepted(poll, random.choice(CHOICES)) for _ in range(6000)]
+    backlog = votes + random.sample(votes, 500)
+    random.shuffle(backlog)
+    await produce(tally.bootstrap, tally.topic, records(backlog))
+    group = f"g-{uuid.uuid4().hex[:8]}"
+    async for _ in start_consumer(tally, group):
+        await eventually(_group_done(tally, group, len(backlog)), what="the backlog committed")
+    assert await tally.counts(poll) == dict(Counter(v.choice for v in votes))
+    assert await _counted_rows(tally, len(votes))
+
+
+async def test_large_batches_that_fail_in_the_database_are_replayed(tally: Tally) -> None:
+    poll = f"poll-{uuid.uuid4().hex[:8]}"
+    votes = [accepted(poll, random.choice(CHOICES)) for _ in range(5000)]
+    await tally.pool.execute("ALTER TABLE counts RENAME TO counts_offline")
+    await produce(tally.bootstrap, tally.topic, records(votes))
+    group = f"g-{uuid.uuid4().hex[:8]}"
+    async for _ in start_consumer(tally, group):
+        await asyncio.sleep(3)  # batches are written (COPY) and fail at the totals
+        assert not await _group_done(tally, group, 1)()
+        await tally.pool.execute("ALTER TABLE counts_offline RENAME TO counts")
+        await eventually(_group_done(tally, group, len(votes)), what="the failed batches replayed")
+    assert await tally.counts(poll) == dict(Counter(v.choice for v in votes))
+    assert await _counted_rows(tally, len(votes))
