@@ -209,6 +209,24 @@ async def undecided(dsn: str, report: LoadReport) -> int:
     return len(ids) - int(found)
 
 
+async def counts_agree(dsn: str) -> dict[str, int]:
+    """The bench poll's accepted decisions against tally's rows and totals and lottery's
+    days: after a drain, all four are equal or a vote was lost or counted twice."""
+    conn = await asyncpg.connect(dsn)
+    try:
+        row = await conn.fetchrow(
+            "SELECT (SELECT count(*) FROM antifraud.decisions"
+            "        WHERE poll_id = $1 AND verdict = 'accepted') AS accepted,"
+            " (SELECT count(*) FROM tally.counted_votes WHERE poll_id = $1) AS counted_rows,"
+            " (SELECT coalesce(sum(n), 0) FROM tally.counts WHERE poll_id = $1) AS totals,"
+            " (SELECT count(*) FROM lottery.voter_days WHERE poll_id = $1) AS days_voted",
+            BENCH_POLL,
+        )
+    finally:
+        await conn.close()
+    return {key: int(value) for key, value in (row or {}).items()}
+
+
 # --------------------------------------------------------------------------- statements
 
 

@@ -47,6 +47,7 @@ from bench.observe import (
     MemoryWatch,
     Statements,
     VoteTimes,
+    counts_agree,
     delays,
     infrastructure_pids,
     percentile,
@@ -363,6 +364,7 @@ async def at_seventy(
         "topic_rates": rates,
         "acknowledged": sum(1 for v in report.sent if v.status == 202),
         "undecided": await undecided(env.database_url, report),
+        "counts": await counts_agree(env.database_url),
         "timeline": timeline(report, votes, watch.samples, started, ended),
     }
 

@@ -135,6 +135,14 @@ def _baselines(part: Results) -> list[str]:
     return lines
 
 
+def _agreement(counts: dict[str, int] | None) -> str:
+    if not counts:
+        return "not checked"
+    figures = ", ".join(f"{name.replace('_', ' ')} {n:,}" for name, n in counts.items())
+    same = len(set(counts.values())) == 1
+    return figures + (" (all equal)" if same else " (**not equal**)")
+
+
 def _seventy(part: Results, image: str | None) -> list[str]:
     s = part["seventy"]
     lines = [
@@ -169,7 +177,8 @@ def _seventy(part: Results, image: str | None) -> list[str]:
         f"{plan['warmup_seconds']:.0f} s of warm-up): "
         f"{s['delays']['decision']['n']:,} votes decided, {s['delays']['count']['n']:,} "
         f"counted. Over the whole run {s['acknowledged']:,} votes got a 202; "
-        f"{s['undecided']} of them had no decision after the run.",
+        f"{s['undecided']} of them had no decision after the run. Every bench vote of the "
+        f"part, after the last drain: {_agreement(s.get('counts'))}.",
         "",
         "Catch-up after a stop of each consumer (the load going on at the same rate):",
         "",

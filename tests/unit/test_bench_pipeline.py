@@ -116,6 +116,7 @@ def _results(sustained: float | None, decision_p99: float, count_p99: float) -> 
         },
         "acknowledged": 3500,
         "undecided": 0,
+        "counts": {"accepted": 9, "counted_rows": 9, "totals": 9, "days_voted": 9},
         "outages": [
             {
                 "consumer": "tally",
@@ -200,6 +201,7 @@ def test_report_names_every_required_figure(tmp_path: Path) -> None:
         "p99.9",
         "](benchmarks-pipeline.png)",
         "| 12.0 |",  # the step's ingest p99
+        "days voted 9 (all equal)",
     ):
         assert expected in text
     image = tmp_path / "pipeline.png"
