@@ -276,8 +276,8 @@ def _statements(levels: list[Results], own_database: bool) -> list[str]:
         "statements counted two ways: every statement the consumer's connection pool sent "
         "(asyncpg query loggers, exact), and the database's `pg_stat_database.xact_commit` "
         "over the same period (server side; every statement here runs in a transaction of "
-        f"its own; {others}). "
-        "`pg_stat_statements` is not enabled in the local stack.",
+        f"its own; {others}). The whole-pipeline part below counts every service's "
+        "statements with `pg_stat_statements`.",
         "",
     ]
     rows = [

@@ -93,7 +93,7 @@ async def _run_parts(env: BenchEnv, parts: Sequence[str], sizes: Sizes) -> dict[
         levels = await catchup.tally_statements(env, sizes.statement_rates, sizes.statement_seconds)
         results["tally"]["statements"] = [level.to_dict() for level in levels]
     if "pipeline" in parts:
-        log.info("pipeline: the sustained rate of the whole stack, then 70%% of it")
+        log.info("pipeline: the sustained rate of the whole stack, then 70% of it")
         pipeline = await run_pipeline(env, sizes.pipeline, mix, results.get("ingest"), sizes.search)
         results["pipeline"] = pipeline.to_dict()
     return results
