@@ -273,6 +273,8 @@ POOL_RESET = ("UNLISTEN *", "CLOSE ALL", "SELECT pg_advisory_unlock_all()", "RES
 def statement_owner(query: str) -> str:
     if query in POOL_RESET:
         return "connection resets on release"
+    if query in ("BEGIN", "COMMIT", "ROLLBACK"):
+        return "transaction control (BEGIN, COMMIT)"
     words = set(re.findall(r"[a-z_]+", query.lower()))
     for owner, tables in STATEMENT_OWNERS:
         if words.intersection(tables):

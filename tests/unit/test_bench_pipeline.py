@@ -82,6 +82,7 @@ def test_statements_are_attributed_by_table() -> None:
     assert statement_owner("INSERT INTO voter_days ...") == "lottery"
     assert statement_owner("SELECT 1") == "other"
     assert statement_owner("RESET ALL") == "connection resets on release"
+    assert statement_owner("COMMIT") == "transaction control (BEGIN, COMMIT)"
     before = {"INSERT INTO decisions x": 10, "SELECT 1": 5}
     after = {"INSERT INTO decisions x": 30, "SELECT 1": 5, "UPDATE counts y": 4}
     found = statements_per_vote(before, after, votes=100)
