@@ -12,11 +12,14 @@ from __future__ import annotations
 import os
 import re
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 
 from tests.stackctl import StackControl
+from tests.support.http import gateway_client
 
 _TESTS = Path(__file__).parent
 _STACK_MARKERS = {"integration": _TESTS / "integration", "e2e": _TESTS / "e2e"}
@@ -50,6 +53,13 @@ def _env(name: str) -> str:
 def gateway_url() -> str:
     """The one public origin, e.g. http://127.0.0.1:18080 (no trailing slash)."""
     return _env("GATEWAY_URL").rstrip("/")
+
+
+@pytest.fixture
+def client(gateway_url: str) -> Iterator[httpx.Client]:
+    """An HTTP client on the gateway, as a browser or a script would call it."""
+    with gateway_client(gateway_url) as http:
+        yield http
 
 
 @pytest.fixture(scope="session")

@@ -26,7 +26,6 @@ from tests.support.http import (
     assert_problem,
     cast_vote,
     eventually,
-    gateway_client,
     new_captcha,
     new_voter,
     open_poll,
@@ -43,12 +42,6 @@ UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}
 VOTER_ID = re.compile(r"\bv-[0-9a-f]{32}\b")
 # The runner's own notes in a component's log ("--- <time> stack: starting ...").
 RUNNER_LINE = "--- "
-
-
-@pytest.fixture
-def client(gateway_url: str) -> Iterator[httpx.Client]:
-    with gateway_client(gateway_url) as http:
-        yield http
 
 
 @pytest.fixture

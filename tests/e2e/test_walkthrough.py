@@ -29,7 +29,6 @@ from tests.support.http import (
     assert_problem,
     cast_vote,
     eventually,
-    gateway_client,
     new_captcha,
     new_voter,
     next_day_starts,
@@ -52,12 +51,6 @@ CLIENT_SLACK = 0.25
 # After the broker is back, votes must be taken again within this long.
 HEALED_WITHIN = 30.0
 SPOOFED_ADDRESS = "203.0.113.77"
-
-
-@pytest.fixture
-def client(gateway_url: str) -> Iterator[httpx.Client]:
-    with gateway_client(gateway_url) as http:
-        yield http
 
 
 @pytest.fixture

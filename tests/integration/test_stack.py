@@ -10,7 +10,7 @@ import functools
 import json
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import httpx
@@ -56,12 +56,6 @@ def access_log_entry(run_dir: Path, request_id: str, timeout: float = 20.0) -> d
                 return entry
         time.sleep(0.2)
     pytest.fail(f"request {request_id} is not in {log} after {timeout:.0f} s")
-
-
-@pytest.fixture
-def client(gateway_url: str) -> Iterator[httpx.Client]:
-    with httpx.Client(base_url=gateway_url, timeout=10.0, trust_env=False) as http:
-        yield http
 
 
 def test_every_service_is_ready_directly(service_urls: dict[str, str]) -> None:
