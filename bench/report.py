@@ -2,27 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from typing import Any
 
 from bench import report_pipeline
+from bench.markdown import cell, table
 
 Results = dict[str, Any]
 
 TARGETS = {"ingest": 0.5, "antifraud": 0.3, "tally": 0.5}
-
-
-def _num(value: Any, digits: int = 1) -> str:
-    if value is None:
-        return "-"
-    if isinstance(value, float):
-        # Small figures (CPU ms, statements per vote) keep three significant digits.
-        if 0 < abs(value) < 1 and digits < 3:
-            return f"{value:.3g}"
-        return f"{value:,.{digits}f}"
-    if isinstance(value, int):
-        return f"{value:,}"
-    return str(value)
 
 
 def _ratio_line(name: str, ratio: float | None, qualifier: str = "") -> str:
@@ -31,12 +18,6 @@ def _ratio_line(name: str, ratio: float | None, qualifier: str = "") -> str:
         return f"| {name} | - | >= {target}x | not measured |"
     met = "met" if ratio >= target else "**missed**"
     return f"| {name} | {ratio:.3f}x{qualifier} | >= {target}x | {met} |"
-
-
-def _table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> list[str]:
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(_num(cell) for cell in row) + " |" for row in rows]
-    return lines
 
 
 def _machine(results: Results) -> list[str]:
@@ -136,9 +117,9 @@ def _ingest(part: Results) -> list[str]:
         "generator lag p99 ms",
         "70% run held",
     )
-    lines += _table(header, rows)
+    lines += table(header, rows)
     ratio = part["ratio"]
-    lines += ["", f"Ratio of maximum sustained rates, ingest / bare: **{_num(ratio, 3)}x**."]
+    lines += ["", f"Ratio of maximum sustained rates, ingest / bare: **{cell(ratio, 3)}x**."]
     if bare["ceiling_generator_limited"]:
         lines.append(
             "The bare endpoint's search ended where the load generator itself fell behind "
@@ -160,7 +141,7 @@ def _ingest(part: Results) -> list[str]:
     ]
     for name, search in (("vote_ingest", ingest), ("bare endpoint", bare)):
         lines += [f"Steps, {name}:", ""]
-        lines += _table(_STEP_HEADER, _search_rows(search))
+        lines += table(_STEP_HEADER, _search_rows(search))
         lines.append("")
     return lines
 
@@ -189,14 +170,14 @@ def _captcha(part: Results, ingest: Results | None) -> list[str]:
             part["issued_per_cpu_second"],
         ],
     ]
-    lines += _table(("measure", "cost or rate", "captchas per CPU second"), rows)
+    lines += table(("measure", "cost or rate", "captchas per CPU second"), rows)
     pct = part["latency_ms"]
     lines += [
         "",
         f"{part['concurrency']} clients back to back for {part['seconds']:.0f} s: "
         f"{part['issued']:,} captchas, the service's processes used "
-        f"{part['server_cpu_seconds']:.1f} CPU s; latency p50 {_num(pct.get('50.0'))} ms, "
-        f"p99 {_num(pct.get('99.0'))} ms. Statuses: {part['statuses']}.",
+        f"{part['server_cpu_seconds']:.1f} CPU s; latency p50 {cell(pct.get('50.0'))} ms, "
+        f"p99 {cell(pct.get('99.0'))} ms. Statuses: {part['statuses']}.",
     ]
     if ingest and ingest["ingest"]["max_rate"]:
         votes = ingest["ingest"]["max_rate"]
@@ -243,7 +224,7 @@ def _catchup(name: str, part: Results) -> list[str]:
                 decoding["total_seconds"],
             ],
         )
-    lines += _table(("consumer", "records/s", "s after first batch", "s from start"), rows)
+    lines += table(("consumer", "records/s", "s after first batch", "s from start"), rows)
     target = TARGETS[name]
     verdict = "met" if part["ratio"] >= target else "**missed**"
     lines += [
@@ -292,10 +273,10 @@ def _statements(levels: list[Results], own_database: bool) -> list[str]:
         for level in levels
     ]
     header = ("votes/s", "votes", "statements", "per vote", "xact_commit", "per vote")
-    lines += _table(header, rows)
+    lines += table(header, rows)
     biggest = max(levels, key=lambda level: level["rate"])["by_text"]
     lines += ["", "Statements by text at the highest rate:", ""]
-    lines += _table(("statement (first 60 characters)", "count"), sorted(biggest.items()))
+    lines += table(("statement (first 60 characters)", "count"), sorted(biggest.items()))
     lines.append("")
     return lines
 

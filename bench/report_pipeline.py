@@ -6,6 +6,8 @@ import math
 from collections.abc import Sequence
 from typing import Any
 
+from bench.markdown import cell, table
+
 Results = dict[str, Any]
 
 SUSTAINED_TARGET = 0.8  # of the ingest-only maximum
@@ -13,24 +15,8 @@ DECISION_P99_TARGET = 1.0  # seconds, at 70% of the sustained rate
 COUNT_P99_TARGET = 2.0
 
 
-def _cell(value: Any, digits: int = 1) -> str:
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return "-"
-    if isinstance(value, float):
-        return f"{value:,.{digits}f}"
-    if isinstance(value, int):
-        return f"{value:,}"
-    return str(value)
-
-
-def _table(header: Sequence[str], rows: Sequence[Sequence[Any]], digits: int = 1) -> list[str]:
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(_cell(c, digits) for c in row) + " |" for row in rows]
-    return lines
-
-
 def _ms(seconds: float | None) -> str:
-    return _cell(None if seconds is None else seconds * 1000, 0)
+    return cell(None if seconds is None else seconds * 1000, 0)
 
 
 def _met(ok: bool | None) -> str:
@@ -114,7 +100,7 @@ def _baselines(part: Results) -> list[str]:
     for row in rows:
         rate = row[1]
         row.append(f"{sustained / rate:.3f}x" if sustained and rate else "-")
-    lines = _table(("what", "per second", "pipeline / this"), rows)
+    lines = table(("what", "per second", "pipeline / this"), rows)
     lines.append("")
     if base:
         lines.append(
@@ -169,7 +155,7 @@ def _seventy(part: Results, image: str | None) -> list[str]:
                 *(d[p] * 1000 if not math.isnan(d[p]) else None for p in ("p50", "p99", "p999")),
             ]
         )
-    lines += _table(("delay, ms", "p50", "p99", "p99.9"), rows)
+    lines += table(("delay, ms", "p50", "p99", "p99.9"), rows)
     plan = part["plan"]
     lines += [
         "",
@@ -195,7 +181,7 @@ def _seventy(part: Results, image: str | None) -> list[str]:
                 outage["drain_rate"],
             ]
         )
-    lines += _table(
+    lines += table(
         (
             "consumer",
             "stopped s",
@@ -208,7 +194,7 @@ def _seventy(part: Results, image: str | None) -> list[str]:
     )
     lines += ["", "Memory at the peak of the steady part (sampled every 2 s):", ""]
     rows = [[name, mem["rss_mib"], mem["pss_mib"]] for name, mem in sorted(s["memory"].items())]
-    lines += _table(("process (with its children)", "RSS MiB", "PSS MiB"), rows)
+    lines += table(("process (with its children)", "RSS MiB", "PSS MiB"), rows)
     lines += [
         "",
         "Postgres is its postmaster and every backend: RSS counts the shared buffers once per "
@@ -224,9 +210,9 @@ def _seventy(part: Results, image: str | None) -> list[str]:
             "",
         ]
         rows = [[name, v["statements"], v["per_vote"]] for name, v in st["by_service"].items()]
-        lines += _table(("service", "statements", "per vote"), rows, digits=3)
+        lines += table(("service", "statements", "per vote"), rows, digits=3)
         lines += ["", "Most frequent statements:", ""]
-        lines += _table(("statement (first 70 characters)", "calls"), st["top"])
+        lines += table(("statement (first 70 characters)", "calls"), st["top"])
         lines.append("")
     if image:
         lines += [
@@ -255,7 +241,7 @@ def render(part: Results, image: str | None) -> list[str]:
         f"{plan['hold_seconds']:.0f} s (10% lower if it fails).",
         "",
     ]
-    lines += _table(STEP_HEADER, _step_rows(part["search"] + part["holds"]))
+    lines += table(STEP_HEADER, _step_rows(part["search"] + part["holds"]))
     lines.append("")
     if part.get("sustained"):
         lines += [
