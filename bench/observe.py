@@ -17,11 +17,10 @@ from dataclasses import dataclass
 from typing import Any
 
 import asyncpg
-from aiokafka import AIOKafkaConsumer, TopicPartition
-from aiokafka.admin import AIOKafkaAdminClient
 
 from bench.env import BENCH_POLL, BenchEnv, process_tree_memory
 from bench.loadgen import LoadReport
+from shared.drain import PipelineProbe
 from shared.events import TOPIC_ACCEPTED, TOPIC_SUBMITTED
 
 log = logging.getLogger("bench")
@@ -110,37 +109,24 @@ class LagWatch:
         self._task: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
-        self._admin = AIOKafkaAdminClient(bootstrap_servers=self.bootstrap)
-        self._offsets = AIOKafkaConsumer(bootstrap_servers=self.bootstrap)
-        await self._admin.start()
-        await self._offsets.start()
-        self._partitions = {}
-        for topic in set(GROUP_TOPIC.values()):
-            await self._offsets._client.force_metadata_update()
-            ids = self._offsets.partitions_for_topic(topic) or set()
-            self._partitions[topic] = [TopicPartition(topic, p) for p in sorted(ids)]
+        self._probe = PipelineProbe({"bootstrap_servers": self.bootstrap})
+        await self._probe.start()
         self._task = asyncio.create_task(self._run())
 
     async def stop(self) -> None:
         if self._task is not None:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
-        await self._offsets.stop()
-        await self._admin.close()
+        await self._probe.stop()
 
     async def sample(self) -> LagSample:
-        ends: dict[TopicPartition, int] = {}
-        for partitions in self._partitions.values():
-            ends.update(await self._offsets.end_offsets(partitions))
-        lag: dict[str, int] = {}
-        for group, topic in GROUP_TOPIC.items():
-            partitions = self._partitions[topic]
-            done = await self._admin.list_consumer_group_offsets(group, partitions=partitions)
-            lag[group] = sum(
-                max(0, ends[tp] - max(0, done[tp].offset if tp in done else 0)) for tp in partitions
-            )
-        by_topic = {t: sum(ends[tp] for tp in ps) for t, ps in self._partitions.items()}
-        return LagSample(time.time(), lag, by_topic)
+        topics = sorted(set(GROUP_TOPIC.values()))
+        ends = {topic: sum((await self._probe.ends(topic)).values()) for topic in topics}
+        lag = {
+            group: sum((await self._probe.lag(group, topic)).values())
+            for group, topic in GROUP_TOPIC.items()
+        }
+        return LagSample(time.time(), lag, ends)
 
     async def _run(self) -> None:
         while True:

@@ -32,7 +32,7 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka import AIOKafkaConsumer
 
 from bench import catchup
 from bench.env import BenchEnv, Process, free_port, launch
@@ -56,6 +56,7 @@ from bench.observe import (
     vote_times,
     worst_waits,
 )
+from shared.drain import PipelineProbe
 
 log = logging.getLogger("bench")
 
@@ -125,21 +126,23 @@ class Services:
 
 async def skip_to_end(bootstrap: str) -> None:
     """Commit every consumer group at its topic's end: earlier parts' records stay unread."""
-    for group, topic in GROUP_TOPIC.items():
-        consumer = AIOKafkaConsumer(
-            bootstrap_servers=bootstrap, group_id=group, enable_auto_commit=False
-        )
-        await consumer.start()
-        try:
-            await catchup.create_topics(bootstrap, topic)
-            await consumer._client.force_metadata_update()
-            ids = consumer.partitions_for_topic(topic) or set()
-            partitions = [TopicPartition(topic, p) for p in sorted(ids)]
-            ends = await consumer.end_offsets(partitions)
-            consumer.assign(partitions)
-            await consumer.commit({tp: ends[tp] for tp in partitions})
-        finally:
-            await consumer.stop()
+    await catchup.create_topics(bootstrap, *set(GROUP_TOPIC.values()))
+    probe = PipelineProbe({"bootstrap_servers": bootstrap})
+    await probe.start()
+    try:
+        for group, topic in GROUP_TOPIC.items():
+            ends = await probe.ends(topic)
+            consumer = AIOKafkaConsumer(
+                bootstrap_servers=bootstrap, group_id=group, enable_auto_commit=False
+            )
+            await consumer.start()
+            try:
+                consumer.assign(list(ends))
+                await consumer.commit(ends)
+            finally:
+                await consumer.stop()
+    finally:
+        await probe.stop()
 
 
 # --------------------------------------------------------------------------- steps

@@ -30,10 +30,17 @@ class PipelineProbe:
         await self._offsets.stop()
         await self._admin.close()
 
+    async def ends(self, topic: str) -> dict[TopicPartition, int]:
+        """Each partition's end offset: where the next record of `topic` will go."""
+        ends: dict[TopicPartition, int] = await self._offsets.end_offsets(
+            await self._partitions(topic)
+        )
+        return ends
+
     async def lag(self, group: str, topic: str) -> dict[int, int]:
         """Records of `topic` not yet committed by `group`, per partition."""
-        partitions = await self._partitions(topic)
-        ends = await self._offsets.end_offsets(partitions)
+        ends = await self.ends(topic)
+        partitions = list(ends)
         committed = await self._admin.list_consumer_group_offsets(group, partitions=partitions)
         result: dict[int, int] = {}
         for tp in partitions:
