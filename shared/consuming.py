@@ -16,7 +16,7 @@ import asyncio
 import base64
 import logging
 from collections import deque
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from itertools import groupby
@@ -310,10 +310,7 @@ class BatchRunner(Generic[E]):
     def _rewind(self, consumer: AIOKafkaConsumer, unwritten: Sequence[_Prepared[E]]) -> None:
         """Drop the failed batch and those queued behind it, and rewind each partition to
         the earliest of their starts."""
-        rewound: Offsets = {}
-        for batch in unwritten:
-            for tp, at in batch.starts.items():
-                rewound[tp] = min(at, rewound.get(tp, at))
+        rewound = _earliest(batch.starts for batch in unwritten)
         self._queue.clear()
         _seek(consumer, rewound)
         self._rewound = rewound
@@ -346,14 +343,21 @@ def _merged(batches: Sequence[_Prepared[E]]) -> _Prepared[E]:
     """Consecutive batches as one: their events in order, the offsets they span."""
     if len(batches) == 1:
         return batches[0]
-    starts: Offsets = {}
     ends: Offsets = {}
     for batch in batches:
-        for tp, at in batch.starts.items():
-            starts[tp] = min(at, starts.get(tp, at))
         for tp, at in batch.ends.items():
             ends[tp] = max(at, ends.get(tp, at))
+    starts = _earliest(batch.starts for batch in batches)
     return _Prepared([e for batch in batches for e in batch.events], starts, ends)
+
+
+def _earliest(offsets: Iterable[Offsets]) -> Offsets:
+    """Each partition's lowest offset among several batches: where replaying them starts."""
+    earliest: Offsets = {}
+    for starts in offsets:
+        for tp, at in starts.items():
+            earliest[tp] = min(at, earliest.get(tp, at))
+    return earliest
 
 
 def offset_range(records: Sequence[ConsumerRecord[Any, Any]]) -> tuple[Offsets, Offsets]:
