@@ -12,13 +12,13 @@ import math
 import re
 import time
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import asyncpg
 
-from bench.env import BENCH_POLL, BenchEnv, process_tree_memory
+from bench.env import BENCH_POLL, BenchEnv, process_tree_cpu, process_tree_memory
 from bench.loadgen import LoadReport
 from shared.drain import PipelineProbe
 from shared.events import TOPIC_ACCEPTED, TOPIC_SUBMITTED
@@ -316,6 +316,33 @@ class MemoryWatch:
                 seen["rss_mib"] = max(seen["rss_mib"], rss)
                 seen["pss_mib"] = max(seen["pss_mib"], pss)
             await asyncio.sleep(2.0)
+
+
+BENCH_PROCESS = "bench (load generator, watchers)"
+
+
+def cpu_seconds(pids: Mapping[str, int]) -> dict[str, float]:
+    """CPU seconds used so far by each process with its children, and by the bench
+    process itself (its own threads only: its children are the services)."""
+    used = {name: process_tree_cpu(pid) for name, pid in pids.items()}
+    used[BENCH_PROCESS] = time.process_time()
+    return used
+
+
+def cpu_per_vote(
+    before: Mapping[str, float], after: Mapping[str, float], seconds: float, votes: int
+) -> dict[str, dict[str, float | None]]:
+    """What each process spent between two cpu_seconds() readings: per vote, and as
+    cores kept busy. On a machine the processes share, this is where a vote's cost goes."""
+    use: dict[str, dict[str, float | None]] = {}
+    for name, now in after.items():
+        spent = max(0.0, now - before.get(name, now))
+        use[name] = {
+            "cpu_s": spent,
+            "ms_per_vote": 1000 * spent / votes if votes else None,
+            "cores": spent / seconds if seconds > 0 else None,
+        }
+    return use
 
 
 def infrastructure_pids(env: BenchEnv) -> dict[str, int]:

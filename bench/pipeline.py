@@ -48,6 +48,8 @@ from bench.observe import (
     Statements,
     VoteTimes,
     counts_agree,
+    cpu_per_vote,
+    cpu_seconds,
     delays,
     infrastructure_pids,
     percentile,
@@ -301,7 +303,8 @@ async def at_seventy(
     statements = Statements(env.database_url)
     await statements.enable()
     pids = {name: process.pid for name, process in services.running.items()}
-    memory = MemoryWatch({**pids, **infrastructure_pids(env)})
+    pids |= infrastructure_pids(env)
+    memory = MemoryWatch(pids)
     per_outage = plan.stop_seconds + plan.recover_seconds + plan.settle_seconds
     duration = plan.steady_seconds + len(CONSUMERS) * per_outage + plan.settle_seconds
     stop_load, load_started = asyncio.Event(), asyncio.Event()
@@ -313,8 +316,10 @@ async def at_seventy(
     memory.start()
     await asyncio.sleep(plan.warmup_seconds)
     before = await statements.snapshot()
+    cpu_before, cpu_from = await asyncio.to_thread(cpu_seconds, pids), time.monotonic()
     await asyncio.sleep(plan.steady_seconds - plan.warmup_seconds)
     after = await statements.snapshot()
+    cpu_after, cpu_to = await asyncio.to_thread(cpu_seconds, pids), time.monotonic()
     steady_end = time.time()
     await memory.stop()
     # Accepted votes flow into votes.accepted at their own rate, below the offered one.
@@ -363,6 +368,7 @@ async def at_seventy(
         "worst_wait": worst_waits(steady),
         "statements": statements_per_vote(before, after, len([v for v in steady])),
         "memory": memory.peak,
+        "cpu": cpu_per_vote(cpu_before, cpu_after, cpu_to - cpu_from, len(steady)),
         "outages": [o.to_dict() for o in outages],
         "topic_rates": rates,
         "acknowledged": sum(1 for v in report.sent if v.status == 202),

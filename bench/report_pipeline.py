@@ -201,6 +201,7 @@ def _seventy(part: Results, image: str | None) -> list[str]:
         "backend, PSS shares them out, so PSS is its real footprint.",
         "",
     ]
+    lines += _cpu(s.get("cpu"))
     st = s["statements"]
     if st.get("per_vote") is not None:
         lines += [
@@ -254,3 +255,19 @@ def render(part: Results, image: str | None) -> list[str]:
     if part.get("seventy"):
         lines += _seventy(part, image)
     return lines
+
+
+def _cpu(cpu: dict[str, dict[str, float | None]] | None) -> list[str]:
+    if not cpu:
+        return []
+    rows: list[list[Any]] = [
+        [name, use["cpu_s"], use["ms_per_vote"], use["cores"]]
+        for name, use in sorted(cpu.items(), key=lambda item: -(item[1]["cpu_s"] or 0.0))
+    ]
+    total = sum(use["cpu_s"] or 0.0 for use in cpu.values())
+    votes_ms = [use["ms_per_vote"] for use in cpu.values() if use["ms_per_vote"] is not None]
+    cores = [use["cores"] for use in cpu.values() if use["cores"] is not None]
+    rows.append(["all of them", total, sum(votes_ms) if votes_ms else None, sum(cores)])
+    lines = ["CPU over the same steady part (each process with its children):", ""]
+    lines += table(("process", "CPU s", "CPU ms per vote", "cores busy"), rows)
+    return [*lines, ""]

@@ -11,7 +11,9 @@ import pytest
 from bench import plot, report_pipeline
 from bench.kafka_baselines import parse_producer_performance
 from bench.observe import (
+    BENCH_PROCESS,
     VoteTimes,
+    cpu_per_vote,
     delays,
     percentile,
     statement_owner,
@@ -131,6 +133,7 @@ def _results(sustained: float | None, decision_p99: float, count_p99: float) -> 
             }
         ],
         "memory": {"vote_ingest": {"rss_mib": 80.0, "pss_mib": 70.0}},
+        "cpu": cpu_per_vote({"vote_ingest": 10.0}, {"vote_ingest": 13.5}, 5.0, 7000),
         "statements": statements_per_vote({}, {"INSERT INTO counted_votes": 7}, 70),
         "timeline": {
             "seconds": seconds,
@@ -177,6 +180,18 @@ def _results(sustained: float | None, decision_p99: float, count_p99: float) -> 
     }
 
 
+def test_cpu_is_split_per_vote_and_per_core() -> None:
+    before = {"tally": 1.0, "kafka": 5.0, BENCH_PROCESS: 2.0}
+    after = {"tally": 3.0, "kafka": 9.0, BENCH_PROCESS: 2.5, "lottery": 4.0}
+    use = cpu_per_vote(before, after, seconds=10.0, votes=2000)
+    assert use["tally"] == {"cpu_s": 2.0, "ms_per_vote": 1.0, "cores": 0.2}
+    assert use["kafka"]["cores"] == 0.4
+    assert use[BENCH_PROCESS]["ms_per_vote"] == 0.25
+    # A process first seen after the start reports nothing rather than its whole life.
+    assert use["lottery"]["cpu_s"] == 0.0
+    assert cpu_per_vote(before, after, seconds=10.0, votes=0)["tally"]["ms_per_vote"] is None
+
+
 def test_targets_are_judged_from_the_measured_figures() -> None:
     met = report_pipeline.targets(_results(900.0, 0.4, 1.2))
     assert [row[3] for row in met] == ["met", "met", "met"]
@@ -203,6 +218,7 @@ def test_report_names_every_required_figure(tmp_path: Path) -> None:
         "](benchmarks-pipeline.png)",
         "| 12.0 |",  # the step's ingest p99
         "days voted 9 (all equal)",
+        "| vote_ingest | 3.5 | 0.5 | 0.7 |",  # CPU s, ms per vote, cores
     ):
         assert expected in text
     image = tmp_path / "pipeline.png"
