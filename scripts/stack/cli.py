@@ -217,7 +217,14 @@ def cmd_exec(args: argparse.Namespace) -> int:
 
 def cmd_status(args: argparse.Namespace) -> int:
     run_dir = REPO / ".run" / args.name if args.name else REPO / ".run"
-    status = control_request(run_dir, {"op": "status"})
+    try:
+        status = control_request(run_dir, {"op": "status"})
+    except OSError:
+        where = f"--name {args.name}" if args.name else "make run"
+        print(
+            f"stack: no stack is running ({where}: nothing answers on {run_dir.name}/control.sock)"
+        )
+        return 1
     for name, info in status.items():
         state = "paused" if info["paused"] else ("up" if info["pid"] else "down")
         print(
