@@ -369,33 +369,64 @@ class CatchupResult:
         }
 
 
+# A read of the whole backlog lasts about a second: one stall of the shared machine
+# moves it by a third. Such short runs are made this many times and the fastest kept,
+# for the baseline and the consumer alike.
+SHORT_RUN_REPEATS = 3
+
+
+def fastest(runs: Sequence[Catchup]) -> Catchup:
+    best = max(runs, key=lambda run: run.rate)
+    best.extra["runs"] = [round(run.rate, 1) for run in runs]
+    return best
+
+
+async def bare_baselines(bootstrap: str, topic: str, n: int, model: Any) -> tuple[Catchup, Catchup]:
+    """The bare read, and the bare read with decoding (diagnostic), each the fastest of
+    SHORT_RUN_REPEATS."""
+    bare = [await bare_consume(bootstrap, topic, n) for _ in range(SHORT_RUN_REPEATS)]
+    decoding = [
+        await bare_consume(bootstrap, topic, n, decode=model.model_validate_json)
+        for _ in range(SHORT_RUN_REPEATS)
+    ]
+    return fastest(bare), fastest(decoding)
+
+
 async def tally_catchup(env: BenchEnv, n: int) -> CatchupResult:
     from services.tally import consumer as tally
-    from services.tally import store
 
-    topic, dlq, schema = unique("bench_accepted"), unique("bench_dlq"), unique("bench_tally")
-    group = unique("bench_tally")
+    topic, dlq = unique("bench_accepted"), unique("bench_dlq")
     await create_topics(env.kafka_bootstrap, topic, dlq)
     produce_rate = await produce(env.kafka_bootstrap, topic, accepted_backlog(n))
-    bare = await bare_consume(env.kafka_bootstrap, topic, n)
-    decoding = await bare_consume(
-        env.kafka_bootstrap, topic, n, decode=VoteAccepted.model_validate_json
-    )
-    migrations = Path(tally.__file__).parent / "migrations"
+    bare, decoding = await bare_baselines(env.kafka_bootstrap, topic, n, VoteAccepted)
 
     def attach(broker: Any, pool: asyncpg.Pool, group: str, producer: ReliableProducer) -> object:
         return tally.attach(
             broker, pool, topic=topic, group=group, deadletter_topic=dlq, producer=producer
         )
 
+    runs = [await _tally_run(env, n, attach) for _ in range(SHORT_RUN_REPEATS)]
+    counted = [run.extra.pop("counted") for run in runs]
+    checks = {"counted": counted, "expected": n, "exact": all(c == n for c in counted)}
+    return CatchupResult("tally", n, produce_rate, bare, fastest(runs), checks, decoding)
+
+
+async def _tally_run(env: BenchEnv, n: int, attach: Attach) -> Catchup:
+    """One catch-up over the whole backlog, on a schema and group of its own."""
+    from services.tally import consumer as tally
+    from services.tally import store
+
+    schema, group = unique("bench_tally"), unique("bench_tally")
+    migrations = Path(tally.__file__).parent / "migrations"
     resets = store.POOL_RESETS_SESSION
     async with service_pool(env.database_url, schema, migrations, reset_session=resets) as pool:
         started = time.perf_counter()
         async with running_consumer(env.kafka_bootstrap, group, pool, attach):
             result = await wait_committed(env.kafka_bootstrap, group, n, started, "tally")
-        counted = sum(sum(c.values()) for c in (await store.read_counts(pool)).values())
-    checks = {"counted": counted, "expected": n, "exact": counted == n}
-    return CatchupResult("tally", n, produce_rate, bare, result, checks, decoding)
+        result.extra["counted"] = sum(
+            sum(c.values()) for c in (await store.read_counts(pool)).values()
+        )
+    return result
 
 
 def _antifraud() -> Any:
@@ -421,10 +452,8 @@ async def antifraud_catchup(env: BenchEnv, n: int, mix: Mix) -> CatchupResult:
     await create_topics(env.kafka_bootstrap, *names.values())
     backlog = submitted_backlog(n, env.captcha_secret, mix)
     produce_rate = await produce(env.kafka_bootstrap, names["submitted"], backlog)
-    bare = await bare_consume(env.kafka_bootstrap, names["submitted"], n)
-    decoding = await bare_consume(
-        env.kafka_bootstrap, names["submitted"], n, decode=VoteSubmitted.model_validate_json
-    )
+    # The consumer's own run lasts half a minute and is made once.
+    bare, decoding = await bare_baselines(env.kafka_bootstrap, names["submitted"], n, VoteSubmitted)
     catalog = load_catalog(env.polls_file)
     topics = antifraud.Topics(
         names["submitted"], names["accepted"], names["rejected"], names["dlq"]

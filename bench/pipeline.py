@@ -72,6 +72,8 @@ class PipelinePlan:
     growth: float = 1.2  # each further step
     step_seconds: float = 20.0
     refine_steps: int = 1
+    retries: int = 1  # a failed step is made once more before it counts as failed
+    lowest_fraction: float = 0.1  # when the first step fails, search down to this
     hold_seconds: float = 300.0
     hold_attempts: int = 3
     warmup_seconds: float = 5.0
@@ -224,28 +226,39 @@ class Runner:
         return step
 
     async def search(self, ingest_max: float) -> tuple[list[PipelineStep], float | None]:
+        """Up by `growth` from the first step while steps hold; down from it while none
+        has held yet (to `lowest_fraction` of the ingest-only maximum); then bisect."""
         steps: list[PipelineStep] = []
         rate = ingest_max * self.plan.start_fraction
         good: float | None = None
         bad: float | None = None
-        while rate <= ingest_max * 1.001:
-            step = await self.step(rate, self.plan.step_seconds)
-            steps.append(step)
-            if not step.held:
+        while True:
+            if await self._holds(rate, steps):
+                good = rate
+                if bad is not None or rate >= ingest_max:
+                    break
+                rate = min(ingest_max, rate * self.plan.growth)
+            else:
                 bad = rate
-                break
-            good = rate
-            if rate >= ingest_max:
-                break
-            rate = min(ingest_max, rate * self.plan.growth)
+                if good is not None or rate <= ingest_max * self.plan.lowest_fraction:
+                    break
+                rate /= self.plan.growth
         for _ in range(self.plan.refine_steps):
             if good is None or bad is None:
                 break
             middle = (good + bad) / 2
-            step = await self.step(middle, self.plan.step_seconds)
-            steps.append(step)
-            good, bad = (middle, bad) if step.held else (good, middle)
+            good, bad = (middle, bad) if await self._holds(middle, steps) else (good, middle)
         return steps, good
+
+    async def _holds(self, rate: float, steps: list[PipelineStep]) -> bool:
+        """A step at `rate`, made again (up to `retries` times) when it fails: one stall
+        of the shared machine (a checkpoint, another process) is not the pipeline's limit."""
+        for _ in range(1 + self.plan.retries):
+            step = await self.step(rate, self.plan.step_seconds)
+            steps.append(step)
+            if step.held:
+                return True
+        return False
 
     async def hold(self, rate: float) -> tuple[list[PipelineStep], float | None]:
         holds: list[PipelineStep] = []

@@ -238,8 +238,11 @@ def render(part: Results, image: str | None) -> list[str]:
         f"A step holds when the ingest rule holds and every vote received after "
         f"{plan['warmup_seconds']:.0f} s waited less than 2 s for each consumer. Steps of "
         f"{plan['step_seconds']:.0f} s from {plan['start_fraction']:.0%} of the ingest-only "
-        f"maximum, x{plan['growth']} each; the highest held step is then held for "
-        f"{plan['hold_seconds']:.0f} s (10% lower if it fails).",
+        f"maximum, x{plan['growth']} each (down by the same factor while none has held); "
+        f"a failed step is made again up to {plan.get('retries', 0)} times before it "
+        "counts as failed; "
+        f"the highest held step is then held for {plan['hold_seconds']:.0f} s (10% lower "
+        "if it fails).",
         "",
     ]
     lines += table(STEP_HEADER, _step_rows(part["search"] + part["holds"]))

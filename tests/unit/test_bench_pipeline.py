@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
 import math
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from bench import plot, report_pipeline
+from bench import plot, report, report_pipeline
+from bench.catchup import Catchup, fastest
 from bench.kafka_baselines import parse_producer_performance
 from bench.observe import (
     BENCH_PROCESS,
@@ -20,7 +22,7 @@ from bench.observe import (
     statements_per_vote,
     worst_waits,
 )
-from bench.pipeline import PipelineStep
+from bench.pipeline import PipelinePlan, PipelineStep, Runner
 
 PERF_OUTPUT = """\
 5001 records sent, 1000.2 records/sec (0.34 MB/sec), 12.1 ms avg latency, 300.0 ms max latency.
@@ -76,6 +78,36 @@ def test_a_step_holds_only_when_every_consumer_kept_up() -> None:
     assert not _step(drained=False).held
     refused = _step(load_held=False, why="p99 400 ms")
     assert not refused.held and refused.verdict() == "p99 400 ms"
+
+
+def _search(capacity: float, stalls: frozenset[int] = frozenset(), **plan: Any) -> list[int]:
+    """The rates a search tries against a pipeline that holds up to `capacity` (and
+    fails once, as a stall would, at each rate in `stalls`); then the rate it found."""
+    runner = object.__new__(Runner)
+    runner.plan = PipelinePlan(**plan)
+    tried: list[float] = []
+
+    async def step(rate: float, seconds: float) -> PipelineStep:
+        stalled = round(rate) in stalls and round(rate) not in map(round, tried)
+        tried.append(rate)
+        return _step(rate=rate, load_held=rate <= capacity and not stalled, why="p99")
+
+    runner.step = step  # type: ignore[method-assign]
+    _, good = asyncio.run(runner.search(1000.0))
+    return [round(rate) for rate in tried] + [round(good or 0)]
+
+
+def test_the_search_climbs_retries_a_failed_step_once_and_bisects() -> None:
+    # 400 and 480 hold, 576 fails twice; the bisection tries 528 (fails twice).
+    assert _search(500.0, refine_steps=1) == [400, 480, 576, 576, 528, 528, 480]
+    # A stall at 480 is retried and the search goes on.
+    assert _search(600.0, frozenset({480}), refine_steps=0) == [400, 480, 480, 576, 691, 691, 576]
+
+
+def test_the_search_comes_down_when_the_first_step_fails() -> None:
+    assert _search(300.0, refine_steps=0) == [400, 400, 333, 333, 278, 278]
+    # Nothing holds down to a tenth of the ingest-only maximum: no sustained rate.
+    assert _search(10.0, refine_steps=0, retries=0)[-1] == 0
 
 
 def test_statements_are_attributed_by_table() -> None:
@@ -225,3 +257,12 @@ def test_report_names_every_required_figure(tmp_path: Path) -> None:
     plot.render(results["seventy"], image)
     assert image.read_bytes().startswith(b"\x89PNG")
     assert image.stat().st_size > 10_000
+
+
+def test_short_runs_keep_the_fastest_and_report_every_run() -> None:
+    runs = [Catchup("bare aiokafka", 1000, seconds, 0, seconds + 0.1) for seconds in (2, 1, 4)]
+    best = fastest(runs)
+    assert best.rate == 1000.0
+    assert best.extra["runs"] == [500.0, 1000.0, 250.0]
+    assert report._runs(best.to_dict()) == "500 / 1,000 / 250"
+    assert report._runs(Catchup("antifraud", 10, 1.0, 0, 1.0).to_dict()) == "one run"
