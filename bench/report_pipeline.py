@@ -131,10 +131,13 @@ def _agreement(counts: dict[str, int] | None) -> str:
 
 def _seventy(part: Results, image: str | None) -> list[str]:
     s = part["seventy"]
-    lines = [
-        f"### At 70%: {s['rate']:,.0f} votes/s offered",
-        "",
-    ]
+    lines = [f"### At 70%: {s['rate']:,.0f} votes/s offered", ""]
+    if not part.get("sustained"):
+        lines += [
+            f"No rate held for the full duration, so this is 70% of "
+            f"{part['seventy_of']:,.0f} votes/s, the highest step of the search that held.",
+            "",
+        ]
     ingest = s["ingest_ms"]
     rows = [
         [
@@ -241,8 +244,9 @@ def render(part: Results, image: str | None) -> list[str]:
         f"maximum, x{plan['growth']} each (down by the same factor while none has held); "
         f"a failed step is made again up to {plan.get('retries', 0)} times before it "
         "counts as failed; "
-        f"the highest held step is then held for {plan['hold_seconds']:.0f} s (10% lower "
-        "if it fails).",
+        f"the highest held step is then held for {plan['hold_seconds']:.0f} s "
+        f"(x{plan.get('hold_step_down', 0.9)} lower if it fails, at most "
+        f"{plan.get('hold_attempts', 3)} holds).",
         "",
     ]
     lines += table(STEP_HEADER, _step_rows(part["search"] + part["holds"]))
@@ -253,8 +257,16 @@ def render(part: Results, image: str | None) -> list[str]:
             f"{plan['hold_seconds']:.0f} s, {part['ratio']:.3f}x the ingest-only maximum.",
             "",
         ]
-    else:
-        lines += ["No rate held: the pipeline was not sustained at any step.", ""]
+    elif part["search"]:
+        held = any(step["held"] for step in part["search"])
+        lines += [
+            (
+                f"Not sustained: no rate held for {plan['hold_seconds']:.0f} s."
+                if held
+                else "No rate held: the pipeline was not sustained at any step."
+            ),
+            "",
+        ]
     if part.get("seventy"):
         lines += _seventy(part, image)
     return lines

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -201,14 +202,7 @@ def _results(sustained: float | None, decision_p99: float, count_p99: float) -> 
                 "summary": parse_producer_performance(PERF_OUTPUT),
             },
         },
-        "plan": {
-            "warmup_seconds": 5.0,
-            "step_seconds": 20.0,
-            "start_fraction": 0.4,
-            "growth": 1.2,
-            "hold_seconds": 300.0,
-            "steady_seconds": 60.0,
-        },
+        "plan": asdict(PipelinePlan(warmup_seconds=5.0, steady_seconds=60.0)),
     }
 
 
@@ -266,3 +260,12 @@ def test_short_runs_keep_the_fastest_and_report_every_run() -> None:
     assert best.extra["runs"] == [500.0, 1000.0, 250.0]
     assert report._runs(best.to_dict()) == "500 / 1,000 / 250"
     assert report._runs(Catchup("antifraud", 10, 1.0, 0, 1.0).to_dict()) == "one run"
+
+
+def test_without_a_full_hold_the_seventy_run_says_what_it_is_seventy_percent_of() -> None:
+    results = _results(900.0, 0.4, 1.2)
+    results.update(sustained=None, ratio=None, seventy_of=950.0)
+    text = "\n".join(report_pipeline.render(results, None))
+    assert "Not sustained: no rate held for 300 s." in text
+    assert "this is 70% of 950 votes/s, the highest step of the search that held" in text
+    assert report_pipeline.targets(results)[0][3] == "not measured"
