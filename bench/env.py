@@ -93,13 +93,15 @@ def process_tree(pid: int) -> set[int]:
 
 
 def process_tree_cpu(pid: int) -> float:
-    """CPU seconds (user + system) used so far by ``pid`` and its live descendants."""
+    """CPU seconds (user + system) used so far by ``pid`` and its live descendants,
+    with what their exited children used: Postgres' postmaster is credited with each
+    backend's time when it reaps it, so a closed connection's work is not lost."""
     ticks = os.sysconf("SC_CLK_TCK")
     total = 0.0
     for member in process_tree(pid):
         fields = _proc_stat(member)
         if fields is not None:
-            total += (int(fields[11]) + int(fields[12])) / ticks
+            total += sum(int(value) for value in fields[11:15]) / ticks
     return total
 
 

@@ -1,0 +1,41 @@
+"""The bench's reading of a process tree's CPU time."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+
+from bench.env import process_tree, process_tree_cpu
+
+BUSY = "import time\nwhile time.process_time() < 0.5: pass"
+
+
+def test_cpu_of_an_exited_child_stays_counted_in_its_parent() -> None:
+    # The shell runs a child that burns 0.5 CPU s and exits, then waits: the child's
+    # time must still count once the shell has reaped it (as Postgres' postmaster
+    # reaps a closed connection's backend).
+    shell = subprocess.Popen(["sh", "-c", f'"{sys.executable}" -c "{BUSY}"; sleep 30'])
+    try:
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            # The sleep is the shell's only child once the Python child has exited.
+            children = process_tree(shell.pid) - {shell.pid}
+            names = {_comm(pid) for pid in children}
+            if names == {"sleep"}:
+                break
+            time.sleep(0.05)
+        else:
+            raise AssertionError("the busy child did not finish")
+        assert process_tree_cpu(shell.pid) >= 0.4
+    finally:
+        shell.kill()
+        shell.wait()
+
+
+def _comm(pid: int) -> str:
+    try:
+        with open(f"/proc/{pid}/comm") as comm:
+            return comm.read().strip()
+    except OSError:
+        return ""
