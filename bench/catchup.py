@@ -30,6 +30,7 @@ from typing import Any
 import asyncpg
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
+from pydantic import BaseModel
 
 from bench.env import BENCH_POLL, BenchEnv
 from bench.loadgen import CHOICES, Kind, Mix, plan_votes
@@ -381,7 +382,9 @@ def fastest(runs: Sequence[Catchup]) -> Catchup:
     return best
 
 
-async def bare_baselines(bootstrap: str, topic: str, n: int, model: Any) -> tuple[Catchup, Catchup]:
+async def bare_baselines(
+    bootstrap: str, topic: str, n: int, model: type[BaseModel]
+) -> tuple[Catchup, Catchup]:
     """The bare read, and the bare read with decoding (diagnostic), each the fastest of
     SHORT_RUN_REPEATS."""
     bare = [await bare_consume(bootstrap, topic, n) for _ in range(SHORT_RUN_REPEATS)]
@@ -405,14 +408,16 @@ async def tally_catchup(env: BenchEnv, n: int) -> CatchupResult:
             broker, pool, topic=topic, group=group, deadletter_topic=dlq, producer=producer
         )
 
-    runs = [await _tally_run(env, n, attach) for _ in range(SHORT_RUN_REPEATS)]
-    counted = [run.extra.pop("counted") for run in runs]
+    outcomes = [await _tally_run(env, n, attach) for _ in range(SHORT_RUN_REPEATS)]
+    counted = [votes for _, votes in outcomes]
     checks = {"counted": counted, "expected": n, "exact": all(c == n for c in counted)}
+    runs = [run for run, _ in outcomes]
     return CatchupResult("tally", n, produce_rate, bare, fastest(runs), checks, decoding)
 
 
-async def _tally_run(env: BenchEnv, n: int, attach: Attach) -> Catchup:
-    """One catch-up over the whole backlog, on a schema and group of its own."""
+async def _tally_run(env: BenchEnv, n: int, attach: Attach) -> tuple[Catchup, int]:
+    """One catch-up over the whole backlog, on a schema and group of its own, and the
+    votes it counted."""
     from services.tally import consumer as tally
     from services.tally import store
 
@@ -423,10 +428,8 @@ async def _tally_run(env: BenchEnv, n: int, attach: Attach) -> Catchup:
         started = time.perf_counter()
         async with running_consumer(env.kafka_bootstrap, group, pool, attach):
             result = await wait_committed(env.kafka_bootstrap, group, n, started, "tally")
-        result.extra["counted"] = sum(
-            sum(c.values()) for c in (await store.read_counts(pool)).values()
-        )
-    return result
+        counted = sum(sum(c.values()) for c in (await store.read_counts(pool)).values())
+    return result, counted
 
 
 def _antifraud() -> Any:
