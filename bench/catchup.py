@@ -35,7 +35,7 @@ from pydantic import BaseModel
 from bench.env import BENCH_POLL, BenchEnv
 from bench.loadgen import CHOICES, Kind, Mix, plan_votes
 from shared.captcha import expected_answer, issue
-from shared.events import VoteAccepted, VoteSubmitted
+from shared.events import VoteAccepted, VoteSubmitted, new_vote_id
 from shared.kafka import ensure_topics, make_broker, make_producer
 from shared.pg import create_pool, migrate
 from shared.producer import ReliableProducer
@@ -64,7 +64,7 @@ def accepted_backlog(n: int, poll: str = BENCH_POLL, seed: int = 1) -> list[Reco
     for i in range(n):
         received = now - timedelta(seconds=(n - i) / 1000)
         vote = VoteAccepted(
-            vote_id=str(uuid.uuid4()),
+            vote_id=new_vote_id(),
             poll_id=poll,
             choice=rng.choice(CHOICES),
             voter_id=f"v-{uuid.uuid4().hex}",
@@ -92,7 +92,7 @@ def submitted_backlog(
         if planned.kind is Kind.WRONG_CAPTCHA:
             answer = ("A" if answer[0] != "A" else "C") + answer[1:]
         vote = VoteSubmitted(
-            vote_id=str(uuid.uuid4()),
+            vote_id=new_vote_id(),
             poll_id=poll,
             choice=planned.choice,
             voter_id=voter_ids[planned.voter],

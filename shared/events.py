@@ -11,12 +11,23 @@ from enum import StrEnum
 from typing import Annotated, Final
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, PlainSerializer
+from uuid_utils import uuid7
 
 TOPIC_SUBMITTED: Final = "votes.submitted"
 TOPIC_ACCEPTED: Final = "votes.accepted"
 TOPIC_REJECTED: Final = "votes.rejected"
 TOPIC_DEADLETTER: Final = "votes.deadletter"
 ALL_TOPICS: Final = (TOPIC_SUBMITTED, TOPIC_ACCEPTED, TOPIC_REJECTED, TOPIC_DEADLETTER)
+
+
+def new_vote_id() -> str:
+    """A fresh vote id, a UUIDv7 (RFC 9562): the millisecond it was made, a counter that
+    keeps one process's ids in order, and 32 fresh random bits. Ids made in time order
+    land at the right edge of the stores' primary-key indexes instead of on random pages,
+    which about halves what Postgres spends storing each one. The random bits keep the
+    ids of other votes out of reach of a guess; their status shows no choice or voter.
+    """
+    return str(uuid7())
 
 
 def _require_aware(value: datetime) -> datetime:

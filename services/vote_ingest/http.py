@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-import uuid
 from collections.abc import Awaitable, Callable
 from datetime import datetime
 from typing import Any
@@ -21,7 +20,7 @@ from services.vote_ingest.rules import TokenBuckets, parse_vote, require_open
 from shared.auth import VoterTokens, voter_from_header
 from shared.catalog import OPTION_LABELS, Catalog, Poll
 from shared.errors import NotFound, ServiceUnavailable, TooManyRequests
-from shared.events import VoteSubmitted, format_utc
+from shared.events import VoteSubmitted, format_utc, new_vote_id
 from shared.http import JsonResponse, read_json
 from shared.netaddr import Network, client_address
 
@@ -129,7 +128,7 @@ class Edge:
             SUBMIT_FAILED.labels(poll.id, getattr(exc, "instance_code", "error")).inc()
             raise
         event = VoteSubmitted(
-            vote_id=str(uuid.uuid4()),
+            vote_id=new_vote_id(),
             poll_id=poll.id,
             choice=body.choice,
             voter_id=voter_id,

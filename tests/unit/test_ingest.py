@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 
@@ -127,6 +128,7 @@ async def test_a_valid_vote_is_published_then_answered_202(recorder: Recorder) -
     assert body["status_url"] == f"/api/v1/votes/{body['vote_id']}"
     [event] = recorder.events
     assert event.vote_id == body["vote_id"]
+    assert uuid.UUID(event.vote_id).version == 7
     assert event.received_at == NOW
     assert event.client_ip == "203.0.113.7"
     assert event.voter_id == VoterTokens(SECRET).verify(token)
