@@ -246,7 +246,7 @@ def render(part: Results, image: str | None) -> list[str]:
         "counts as failed; "
         f"the highest held step is then held for {plan['hold_seconds']:.0f} s "
         f"(x{plan.get('hold_step_down', 0.9)} lower if it fails, at most "
-        f"{plan.get('hold_attempts', 3)} holds).",
+        f"{plan['hold_attempts']} holds).",
         "",
     ]
     lines += table(STEP_HEADER, _step_rows(part["search"] + part["holds"]))
