@@ -248,8 +248,8 @@ async def _repair(
         ids = list(log.votes)
         await conn.execute("DELETE FROM counted_votes WHERE NOT (vote_id = ANY($1::text[]))", ids)
         await conn.execute(
-            "INSERT INTO counted_votes (vote_id, poll_id, choice, received_at)"
-            " SELECT v, p, c, now() FROM unnest($1::text[], $2::text[], $3::text[]) AS x(v, p, c)"
+            "INSERT INTO counted_votes (vote_id, poll_id, choice)"
+            " SELECT v, p, c FROM unnest($1::text[], $2::text[], $3::text[]) AS x(v, p, c)"
             " ON CONFLICT (vote_id) DO NOTHING",
             ids,
             [log.votes[i][0] for i in ids],

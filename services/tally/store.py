@@ -5,7 +5,6 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime
 from operator import attrgetter
 from typing import Generic, Protocol, TypeVar
 
@@ -24,7 +23,7 @@ POOL_RESETS_SESSION = False
 # less than encoding arrays. Below it, the three extra round trips cost more than they save.
 COPY_FROM = 500
 
-_COUNTED_COLUMNS = ("vote_id", "poll_id", "choice", "received_at")
+_COUNTED_COLUMNS = ("vote_id", "poll_id", "choice")
 _counted_row = attrgetter(*_COUNTED_COLUMNS)
 _poll_and_choice = attrgetter("poll_id", "choice")
 
@@ -34,12 +33,12 @@ _poll_and_choice = attrgetter("poll_id", "choice")
 # the totals. It answers with the batch positions (1-based) of the votes that were new.
 _COUNT_BATCH = """
 WITH batch AS (
-    SELECT DISTINCT ON (vote_id) vote_id, poll_id, choice, received_at, i
-    FROM unnest($1::text[], $2::text[], $3::text[], $4::timestamptz[])
-         WITH ORDINALITY AS b(vote_id, poll_id, choice, received_at, i)
+    SELECT DISTINCT ON (vote_id) vote_id, poll_id, choice, i
+    FROM unnest($1::text[], $2::text[], $3::text[])
+         WITH ORDINALITY AS b(vote_id, poll_id, choice, i)
 ), fresh AS (
-    INSERT INTO counted_votes (vote_id, poll_id, choice, received_at)
-    SELECT vote_id, poll_id, choice, received_at FROM batch
+    INSERT INTO counted_votes (vote_id, poll_id, choice)
+    SELECT vote_id, poll_id, choice FROM batch
     ON CONFLICT (vote_id) DO NOTHING
     RETURNING vote_id, poll_id, choice
 ), bump AS (
@@ -69,8 +68,6 @@ class Countable(Protocol):
     def poll_id(self) -> str: ...
     @property
     def choice(self) -> str: ...
-    @property
-    def received_at(self) -> datetime: ...
 
 
 V = TypeVar("V", bound=Countable)
@@ -123,7 +120,6 @@ async def _count_skipping_known(pool: asyncpg.Pool, votes: Sequence[V]) -> list[
         [v.vote_id for v in votes],
         [v.poll_id for v in votes],
         [v.choice for v in votes],
-        [v.received_at for v in votes],
     )
     if len(fresh) == len(votes):
         return list(votes)
