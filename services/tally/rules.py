@@ -3,10 +3,9 @@ of the counts, the poll, the votes and the clock."""
 
 from __future__ import annotations
 
-import math
 from bisect import bisect_left, bisect_right
 from collections.abc import Iterable, Sequence
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from shared.catalog import CLOSE_GRACE, Poll, PollState
@@ -44,9 +43,10 @@ def delay_histogram(
     """How many votes were counted within each bound (in seconds) of being received,
     cumulative as Prometheus buckets are, and the sum of the delays: what observing each
     vote's delay would add, for a whole batch in one sort. A vote received "after" now
-    (clock skew between hosts) counts as a delay of 0."""
-    stamps = sorted(r.timestamp() for r in received)
-    at = now.timestamp()
-    within = [len(stamps) - bisect_left(stamps, at - bound) for bound in bounds]
-    past = bisect_right(stamps, at)
-    return within, math.fsum(at - stamp for stamp in stamps[:past])
+    (clock skew between hosts) counts as a delay of 0. The times are sorted as they are,
+    not as numbers: a batch arrives nearly in order, which the sort finds in one pass,
+    and turning each time into a number cost twice what the rest does."""
+    times = sorted(received)
+    within = [len(times) - bisect_left(times, now - timedelta(seconds=b)) for b in bounds]
+    past = bisect_right(times, now)
+    return within, sum(map(now.__sub__, times[:past]), timedelta()).total_seconds()

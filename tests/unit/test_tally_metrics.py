@@ -3,7 +3,7 @@ vote one by one with prometheus_client's Histogram says."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 from hypothesis import given, settings
@@ -36,6 +36,21 @@ def test_a_batch_fills_the_buckets_as_votes_observed_one_by_one(ms: list[int]) -
     buckets, expected_sum = _one_by_one([m / 1000 for m in ms])
     assert within == buckets
     assert total == pytest.approx(expected_sum, abs=1e-6 * max(1, len(ms)))
+
+
+@settings(max_examples=100)
+@given(st.lists(st.tuples(st.integers(min_value=-5_000, max_value=400_000), st.booleans())))
+def test_times_with_other_offsets_are_the_same_instants(votes: list[tuple[int, bool]]) -> None:
+    # Received times are sorted as datetimes: an offset other than UTC must not move them.
+    beijing = timezone(timedelta(hours=8))
+    received = [
+        (NOW - timedelta(milliseconds=m)).astimezone(beijing if shifted else UTC)
+        for m, shifted in votes
+    ]
+    within, total = delay_histogram(received, NOW, DELAY_BUCKETS)
+    buckets, expected_sum = _one_by_one([m / 1000 for m, _ in votes])
+    assert within == buckets
+    assert total == pytest.approx(expected_sum, abs=1e-6 * max(1, len(votes)))
 
 
 def test_a_vote_received_after_now_counts_as_no_delay() -> None:
