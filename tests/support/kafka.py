@@ -1,4 +1,5 @@
-"""Test helpers for the real broker: unique topics, publishing raw records, reading back."""
+"""Test helpers for the real broker: unique topics, publishing raw records, reading back;
+and a consumed record as aiokafka gives one, for handler tests without a broker."""
 
 from __future__ import annotations
 
@@ -8,9 +9,33 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord
 
 from shared.kafka import ensure_topics
+
+
+def consumed(
+    value: bytes = b"{}",
+    *,
+    topic: str = "votes.accepted",
+    partition: int = 0,
+    offset: int = 0,
+    key: bytes | None = None,
+) -> ConsumerRecord[bytes, bytes]:
+    """A record as a consumer receives it."""
+    return ConsumerRecord(
+        topic=topic,
+        partition=partition,
+        offset=offset,
+        timestamp=0,
+        timestamp_type=0,
+        key=key,
+        value=value,
+        checksum=None,
+        serialized_key_size=len(key) if key is not None else 0,
+        serialized_value_size=len(value),
+        headers=(),
+    )
 
 
 async def create_topics(bootstrap: str, *names: str, partitions: int = 4) -> None:

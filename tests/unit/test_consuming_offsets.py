@@ -5,24 +5,13 @@ from __future__ import annotations
 from aiokafka import ConsumerRecord, TopicPartition
 
 from shared.consuming import offset_range
+from tests.support.kafka import consumed
 
 
 def _record(
     partition: int, offset: int, topic: str = "votes.accepted"
 ) -> ConsumerRecord[bytes, bytes]:
-    return ConsumerRecord(
-        topic=topic,
-        partition=partition,
-        offset=offset,
-        timestamp=0,
-        timestamp_type=0,
-        key=None,
-        value=b"{}",
-        checksum=None,
-        serialized_key_size=0,
-        serialized_value_size=2,
-        headers=(),
-    )
+    return consumed(topic=topic, partition=partition, offset=offset)
 
 
 def tp(partition: int, topic: str = "votes.accepted") -> TopicPartition:

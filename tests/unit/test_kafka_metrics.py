@@ -12,22 +12,11 @@ from faststream.kafka.prometheus.provider import (
 )
 
 from shared.kafka import _metrics_settings
+from tests.support.kafka import consumed
 
 
 def _record(offset: int, value: bytes) -> ConsumerRecord[Any, Any]:
-    return ConsumerRecord(
-        topic="votes.accepted",
-        partition=offset % 2,
-        offset=offset,
-        timestamp=0,
-        timestamp_type=0,
-        key=None,
-        value=value,
-        checksum=None,
-        serialized_key_size=0,
-        serialized_value_size=len(value),
-        headers=(),
-    )
+    return consumed(value, partition=offset % 2, offset=offset)
 
 
 def test_a_batch_is_measured_as_faststream_measures_it() -> None:

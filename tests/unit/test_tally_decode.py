@@ -11,6 +11,7 @@ from aiokafka import ConsumerRecord
 from services.tally.consumer import AcceptedVote
 from shared.consuming import decode_batch
 from shared.events import VoteAccepted
+from tests.support.kafka import consumed
 
 GOOD = {
     "vote_id": "0f8c3b6e-0a4c-4f59-9a53-0a4a1f3f7d21",
@@ -46,19 +47,7 @@ CASES = [
 
 
 def _record(value: bytes, offset: int) -> ConsumerRecord[bytes, bytes]:
-    return ConsumerRecord(
-        topic="votes.accepted",
-        partition=0,
-        offset=offset,
-        timestamp=0,
-        timestamp_type=0,
-        key=b"v-1",
-        value=value,
-        checksum=None,
-        serialized_key_size=3,
-        serialized_value_size=len(value),
-        headers=(),
-    )
+    return consumed(value, offset=offset, key=b"v-1")
 
 
 def _accepted_by_model(value: bytes) -> bool:
