@@ -7,6 +7,7 @@ import contextlib
 import gc
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
+from dataclasses import dataclass
 from typing import TypeVar
 
 import uvicorn
@@ -46,6 +47,40 @@ async def background(coro: Awaitable[None], name: str) -> AsyncIterator[None]:
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await task
+
+
+# How long each part of a service gets to stop. Kubernetes kills a pod 30 s after asking
+# it to stop; a client that never finishes stopping (aiokafka's consumer can wait on its
+# heartbeat routine) must not use all of that and keep the others from closing cleanly.
+STOP_TIMEOUT = 5.0
+
+
+@dataclass(frozen=True)
+class Part:
+    """Something a service stops on the way out; ``abort`` is the forceful fallback."""
+
+    name: str
+    stop: Callable[[], Awaitable[object]]
+    abort: Callable[[], object] | None = None
+
+
+@contextlib.asynccontextmanager
+async def stopping(*parts: Part, per_part: float = STOP_TIMEOUT) -> AsyncIterator[None]:
+    """On exit, however the body ends, stop each part in order, each within ``per_part``
+    seconds: one that hangs or fails is logged (and aborted when it can be) and the
+    others are still stopped."""
+    try:
+        yield
+    finally:
+        for part in parts:
+            try:
+                await asyncio.wait_for(part.stop(), per_part)
+            except TimeoutError:
+                log.warning("%s did not stop within %g s; going on without it", part.name, per_part)
+                if part.abort is not None:
+                    part.abort()
+            except Exception:
+                log.exception("stopping %s failed; going on", part.name)
 
 
 # The collector's first generation is scanned every 50,000 net allocations instead of

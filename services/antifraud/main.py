@@ -18,9 +18,11 @@ from shared.http import Health, build_app
 from shared.kafka import make_broker, make_producer, wait_for_topics
 from shared.pg import connect_and_migrate
 from shared.service import (
+    Part,
     background,
     consumer_probes,
     run_service,
+    stopping,
     watch_dependencies,
 )
 from shared.settings import DatabaseSettings
@@ -63,15 +65,17 @@ def create_app(settings: AntifraudSettings) -> Starlette:
         subscriber = consumer.attach(broker, pool, catalog, secret, now, producer=producer)
 
         probes = consumer_probes(broker, subscriber, consumer.GROUP, pool)
-        async with broker:
+        async with stopping(
+            Part("the consumer", broker.stop),
+            Part("the producer", producer.stop),
+            Part("the database pool", pool.close, pool.terminate),
+        ):
             await broker.start()
             async with (
                 background(watch_dependencies(health, probes), "health"),
                 background(store.prune_forever(pool, now), "prune"),
             ):
                 yield
-        await producer.stop()
-        await pool.close()
 
     return build_app(SERVICE, settings.build_version, routes(catalog, pools), health, lifespan)
 

@@ -28,9 +28,11 @@ from shared.http import Health, build_app
 from shared.kafka import client_options, make_broker, make_producer, wait_for_topics
 from shared.pg import connect_and_migrate
 from shared.service import (
+    Part,
     background,
     consumer_probes,
     run_service,
+    stopping,
     watch_dependencies,
 )
 from shared.settings import DatabaseSettings
@@ -144,16 +146,18 @@ def create_app(
         await probe.start()
 
         probes = consumer_probes(broker, subscriber, topology.group, pool)
-        async with broker:
+        async with stopping(
+            Part("the consumer", broker.stop),
+            Part("the pipeline probe", probe.stop),
+            Part("the producer", producer.stop),
+            Part("the database pool", pool.close, pool.terminate),
+        ):
             await broker.start()
             async with (
                 background(watch_dependencies(health, probes), "health"),
                 background(keep_fresh(lottery, settings.lottery_refresh_seconds), "refresh"),
             ):
                 yield
-        await probe.stop()
-        await producer.stop()
-        await pool.close()
 
     return build_app(
         SERVICE,

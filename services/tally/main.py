@@ -21,9 +21,11 @@ from shared.http import Health, build_app
 from shared.kafka import client_options, make_broker, make_producer, wait_for_topics
 from shared.pg import connect_and_migrate
 from shared.service import (
+    Part,
     background,
     consumer_probes,
     run_service,
+    stopping,
     watch_dependencies,
 )
 from shared.settings import DatabaseSettings
@@ -77,16 +79,18 @@ def create_app(settings: TallySettings) -> Starlette:
         await probe.start()
 
         probes = consumer_probes(broker, subscriber, consumer.GROUP, pool)
-        async with broker:
+        async with stopping(
+            Part("the consumer", broker.stop),
+            Part("the pipeline probe", probe.stop),
+            Part("the producer", producer.stop),
+            Part("the database pool", pool.close, pool.terminate),
+        ):
             await broker.start()
             async with (
                 background(watch_dependencies(health, probes), "health"),
                 background(hub.run(), "results-hub"),
             ):
                 yield
-        await probe.stop()
-        await producer.stop()
-        await pool.close()
 
     return build_app(
         SERVICE, settings.build_version, routes(catalog, hub, staff, now), health, lifespan

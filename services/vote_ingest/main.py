@@ -19,7 +19,7 @@ from shared.http import Health, build_app
 from shared.kafka import client_options, wait_for_topics
 from shared.netaddr import parse_networks
 from shared.producer import ReliableProducer
-from shared.service import background, run_service, watch_dependencies
+from shared.service import Part, background, run_service, stopping, watch_dependencies
 from shared.settings import ServiceSettings
 
 SERVICE = "vote_ingest"
@@ -86,10 +86,11 @@ def create_app(settings: IngestSettings) -> Starlette:
 
         await captchas.start()
         await producer.start()
-        async with background(watch_dependencies(health, {"kafka": producer.ping}), "health"):
+        async with (
+            stopping(Part("the producer", producer.stop), Part("the captcha pool", captchas.stop)),
+            background(watch_dependencies(health, {"kafka": producer.ping}), "health"),
+        ):
             yield
-        await producer.stop()
-        await captchas.stop()
 
     return build_app(
         SERVICE,
