@@ -20,7 +20,7 @@ import logging
 import random
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
@@ -282,6 +282,7 @@ async def service_pool(
     counter: StatementCounter | None = None,
     *,
     reset_session: bool = True,
+    planner: Mapping[str, str] | None = None,
 ) -> AsyncIterator[asyncpg.Pool]:
     """The service's own pool (shared.pg), on a fresh schema, dropped afterwards."""
     conn = await asyncpg.connect(dsn)
@@ -294,7 +295,7 @@ async def service_pool(
         if counter is not None:
             connection.add_query_logger(counter)
 
-    pool = await create_pool(dsn, schema, reset_session=reset_session, init=init)
+    pool = await create_pool(dsn, schema, reset_session=reset_session, init=init, planner=planner)
     try:
         yield pool
     finally:
@@ -475,7 +476,14 @@ async def antifraud_catchup(env: BenchEnv, n: int, mix: Mix) -> CatchupResult:
             producer=producer,
         )
 
-    async with service_pool(env.database_url, schema, migrations) as pool:
+    # The pool as the service opens it.
+    async with service_pool(
+        env.database_url,
+        schema,
+        migrations,
+        reset_session=False,
+        planner=antifraud.store.PLANNER,
+    ) as pool:
         started = time.perf_counter()
         async with running_consumer(env.kafka_bootstrap, group, pool, attach):
             result = await wait_committed(env.kafka_bootstrap, group, n, started, "antifraud")

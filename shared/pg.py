@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -81,6 +81,7 @@ async def create_pool(
     max_size: int = 10,
     reset_session: bool = True,
     init: Callable[[asyncpg.Connection], Coroutine[Any, Any, None]] | None = None,
+    planner: Mapping[str, str] | None = None,
 ) -> asyncpg.Pool:
     """A pool bound to `schema`.
 
@@ -89,6 +90,9 @@ async def create_pool(
     statement fewer per use. Only for pools whose users keep no session state (no SET,
     LISTEN, session advisory locks or open cursors); an open transaction is still rolled
     back on release either way.
+
+    `planner` overrides the planner settings below for a pool whose queries are all of
+    one kind (see antifraud's store).
     """
     schema = _check_schema(schema)
     pool = await asyncpg.create_pool(
@@ -101,12 +105,11 @@ async def create_pool(
             "application_name": schema,
             # Each execution is planned for the tables as they are now. asyncpg prepares
             # every statement, and after five runs Postgres may switch to a generic plan
-            # chosen while the tables were still nearly empty; at a campaign's start
-            # antifraud's batch reads then fell half a minute behind, until the first
-            # autoanalyze (about a minute in) replaced the plans. The price: antifraud's
-            # catch-up alone over a 200,000-vote backlog runs about a quarter slower; in
-            # the whole pipeline, with small batches, the difference is a few percent.
+            # chosen while the tables were still nearly empty, kept until the next
+            # autoanalyze replaces it. The price is planning every execution; antifraud
+            # avoids both (store.PLANNER).
             "plan_cache_mode": "force_custom_plan",
+            **(planner or {}),
         },
         reset=None if reset_session else _keep_session,
         init=init,
@@ -124,6 +127,7 @@ async def connect_and_migrate(
     max_size: int = 10,
     attempts: int = 60,
     reset_session: bool = True,
+    planner: Mapping[str, str] | None = None,
 ) -> asyncpg.Pool:
     """Wait for the database (it may still be starting), migrate, then open the pool."""
     for attempt in range(attempts):
@@ -139,4 +143,6 @@ async def connect_and_migrate(
         await migrate(conn, schema, folder)
     finally:
         await conn.close()
-    return await create_pool(dsn, schema, max_size=max_size, reset_session=reset_session)
+    return await create_pool(
+        dsn, schema, max_size=max_size, reset_session=reset_session, planner=planner
+    )

@@ -58,6 +58,7 @@ def create_app(settings: AntifraudSettings) -> Starlette:
             # Transaction-level advisory locks and COPY only, no SET or LISTEN: nothing
             # outlives a use, so released connections skip asyncpg's reset statements.
             reset_session=False,
+            planner=store.PLANNER,
         )
         pools["pool"] = pool
         secret = settings.captcha_secret.get_secret_value()
