@@ -29,6 +29,15 @@ def _die_with_parent() -> None:
     _prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
 
 
+def _child_setup(nice: int) -> Callable[[], None]:
+    def setup() -> None:
+        _die_with_parent()
+        if nice:
+            os.nice(nice)
+
+    return setup
+
+
 @dataclass
 class Component:
     name: str
@@ -40,6 +49,7 @@ class Component:
     stop_timeout: float = 15.0
     user: str | None = None
     env: Callable[[], dict[str, str]] | None = None
+    nice: int = 0  # added to the runner's niceness
     proc: subprocess.Popen[bytes] | None = None
     started_at: float = 0.0
     wanted: bool = False  # the supervisor keeps it running

@@ -19,7 +19,7 @@ from .kafka import KafkaMixin, _kafka_ready
 from .postgres import PostgresMixin
 from .processes import Component, _port_in_use, http_status
 from .services import ServicesMixin, _Secrets, write_demo_catalog
-from .settings import SERVICES, Ports, StackError, _is_local
+from .settings import BACKGROUND_NICE, SERVICES, Ports, StackError, _is_local
 from .supervisor import SupervisorMixin
 from .tools import install_packages, kafka_libs, missing_packages, pg_bindir
 
@@ -91,6 +91,7 @@ class Stack(ServicesMixin, PostgresMixin, KafkaMixin, GatewayMixin, SupervisorMi
                     stop_signal=signal.SIGINT,  # "fast" shutdown
                     stop_timeout=30,
                     user="postgres" if os.geteuid() == 0 else None,
+                    nice=BACKGROUND_NICE,
                 )
             )
         if self.kafka_local:
@@ -113,6 +114,7 @@ class Stack(ServicesMixin, PostgresMixin, KafkaMixin, GatewayMixin, SupervisorMi
                     functools.partial(self._service_ready, name),
                     ready_timeout=90,
                     env=self.service_env,
+                    nice=0 if name == "vote_ingest" else BACKGROUND_NICE,
                 )
             )
         found.append(

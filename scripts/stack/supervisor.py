@@ -15,7 +15,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from .base import StackBase
-from .processes import Component, _die_with_parent, _signal_group, _tail
+from .processes import Component, _child_setup, _signal_group, _tail
 from .settings import REPO, StackError
 
 
@@ -54,7 +54,7 @@ class SupervisorMixin(StackBase):
                 user=user,
                 group=user,
                 extra_groups=[] if user else None,
-                preexec_fn=_die_with_parent,
+                preexec_fn=_child_setup(component.nice),
             ).result()
         component.started_at = time.monotonic()
         component.wanted = True
