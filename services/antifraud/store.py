@@ -58,7 +58,7 @@ RATE_EVENT_RETENTION = timedelta(days=2)
 # and merge-joined the window read over the whole index instead: from 20 to 190 ms a
 # 1,000-vote batch as rate_events grew to 350,000 rows, until the first autovacuum. With
 # nothing else on offer, plans stay right whatever the statistics say, so they can also
-# be cached (planning each execution cost about a third of Postgres' time here). The
+# be cached (planning each execution cost about a quarter of Postgres' time here). The
 # prune, the one scan, allows sequential scans for itself.
 PLANNER = {
     "enable_mergejoin": "off",
