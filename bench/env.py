@@ -158,6 +158,13 @@ class Process:
             self.proc.wait(timeout=5)
 
 
+def stop_like_ctrl_c() -> None:
+    """Let SIGTERM unwind the bench as Ctrl-C does. The servers it launches run in
+    sessions of their own, out of reach of a signal to the bench's process group: only
+    the bench's own clean-up stops them, and a plain SIGTERM skipped it."""
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
+
+
 def launch(
     name: str,
     module_args: Sequence[str],

@@ -26,7 +26,15 @@ import uvloop
 
 from bench import catchup, machine, plot, report
 from bench.captcha import run_captcha
-from bench.env import REPO, BenchEnv, given_env, inside_stack, run_under_fresh_stack, stack_env
+from bench.env import (
+    REPO,
+    BenchEnv,
+    given_env,
+    inside_stack,
+    run_under_fresh_stack,
+    stack_env,
+    stop_like_ctrl_c,
+)
 from bench.ingest import SearchPlan, StepRule, run_ingest
 from bench.loadgen import Mix
 from bench.pipeline import QUICK_PLAN, PipelinePlan, run_pipeline
@@ -138,6 +146,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     else:
         return run_under_fresh_stack(sys.argv[1:] if argv is None else list(argv))
     sizes = QUICK if args.quick else FULL
+    stop_like_ctrl_c()
     results = uvloop.run(_run_parts(env, args.parts, sizes))
     results["quick"] = args.quick
     results["parts"] = args.parts

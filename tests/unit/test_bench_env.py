@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import textwrap
 import time
+from pathlib import Path
 
-from bench.env import process_tree, process_tree_cpu
+from bench.env import REPO, process_tree, process_tree_cpu
 
 BUSY = "import time\nwhile time.process_time() < 0.5: pass"
 
@@ -39,3 +41,32 @@ def _comm(pid: int) -> str:
             return comm.read().strip()
     except OSError:
         return ""
+
+
+def test_sigterm_unwinds_the_bench_so_its_clean_up_runs(tmp_path: Path) -> None:
+    marker = tmp_path / "cleaned"
+    script = textwrap.dedent(
+        """
+        import asyncio, os, signal, sys
+        import uvloop
+        from bench.env import stop_like_ctrl_c
+
+        async def run():
+            try:
+                os.kill(os.getpid(), signal.SIGTERM)
+                await asyncio.sleep(30)
+            finally:
+                await asyncio.to_thread(open(sys.argv[1], "w").write, "stopped")
+
+        stop_like_ctrl_c()
+        try:
+            uvloop.run(run())
+        except KeyboardInterrupt:
+            sys.exit(130)
+        """
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script, str(marker)], cwd=REPO, timeout=20, check=False
+    )
+    assert done.returncode == 130
+    assert marker.read_text() == "stopped"
