@@ -481,7 +481,7 @@ async def antifraud_catchup(env: BenchEnv, n: int, mix: Mix) -> CatchupResult:
         env.database_url,
         schema,
         migrations,
-        reset_session=False,
+        reset_session=antifraud.store.POOL_RESETS_SESSION,
         planner=antifraud.store.PLANNER,
     ) as pool:
         started = time.perf_counter()

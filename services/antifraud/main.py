@@ -55,9 +55,7 @@ def create_app(settings: AntifraudSettings) -> Starlette:
             store.SCHEMA,
             MIGRATIONS,
             max_size=settings.db_pool_max,
-            # Transaction-level advisory locks and COPY only, no SET or LISTEN: nothing
-            # outlives a use, so released connections skip asyncpg's reset statements.
-            reset_session=False,
+            reset_session=store.POOL_RESETS_SESSION,
             planner=store.PLANNER,
         )
         pools["pool"] = pool

@@ -51,6 +51,11 @@ DECISION_COLUMNS = (
 ATTEMPTS = 3
 RATE_EVENT_RETENTION = timedelta(days=2)
 
+# Transaction-level advisory locks and COPY only, no session SET (the prune's SET LOCAL
+# ends with its transaction) or LISTEN: nothing outlives a use, so released connections
+# skip asyncpg's reset statements.
+POOL_RESETS_SESSION = False
+
 # Every read of a batch looks up its keys (vote ids, voters, captchas, windows) in a
 # unique or leading index, so an index nested loop is always the right plan. Without
 # column statistics - a fresh schema, and between autoanalyze runs while the tables grow

@@ -67,7 +67,11 @@ async def antifraud(kafka_bootstrap: str, database_url: str) -> AsyncIterator[An
     schema = f"antifraud_{suffix}"
     # The pool as the service opens it.
     pool = await connect_and_migrate(
-        database_url, schema, MIGRATIONS, reset_session=False, planner=store.PLANNER
+        database_url,
+        schema,
+        MIGRATIONS,
+        reset_session=store.POOL_RESETS_SESSION,
+        planner=store.PLANNER,
     )
     try:
         yield Antifraud(kafka_bootstrap, topics, pool)
