@@ -16,6 +16,7 @@ from aiokafka.admin import AIOKafkaAdminClient
 class PipelineProbe:
     def __init__(self, options: dict[str, Any]) -> None:
         self._options = options
+        self._built = False
 
     async def start(self) -> None:
         # aiokafka clients bind to the running loop, so they are built here, not in __init__.
@@ -23,12 +24,16 @@ class PipelineProbe:
         self._offsets = AIOKafkaConsumer(
             **self._options, enable_auto_commit=False, request_timeout_ms=5_000
         )
+        self._built = True
         await self._admin.start()
         await self._offsets.start()
 
     async def stop(self) -> None:
-        await self._offsets.stop()
-        await self._admin.close()
+        """Close what start opened; safe before start and after a start that failed."""
+        if self._built:
+            self._built = False
+            await self._offsets.stop()
+            await self._admin.close()
 
     async def ends(self, topic: str) -> dict[TopicPartition, int]:
         """Each partition's end offset: where the next record of `topic` will go."""

@@ -8,7 +8,7 @@ import gc
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 import uvicorn
 from starlette.applications import Starlette
@@ -16,6 +16,13 @@ from starlette.applications import Starlette
 from shared import logs
 from shared.http import Health
 from shared.settings import ServiceSettings, load_settings
+
+if TYPE_CHECKING:
+    import asyncpg
+    from faststream.kafka import KafkaBroker
+
+    from shared.drain import PipelineProbe
+    from shared.producer import ReliableProducer
 
 log = logging.getLogger(__name__)
 
@@ -155,8 +162,49 @@ def build_or_exit(factory: Callable[[], Starlette]) -> Starlette:
         raise SystemExit(2) from None
 
 
+@contextlib.asynccontextmanager
+async def consuming(
+    health: Health,
+    broker: KafkaBroker,
+    subscriber: object,
+    group: str,
+    pool: asyncpg.Pool,
+    producer: ReliableProducer,
+    *,
+    probe: PipelineProbe | None = None,
+    tasks: Mapping[str, Callable[[], Awaitable[None]]] | None = None,
+) -> AsyncIterator[None]:
+    """A consuming service's life around its body.
+
+    Starts the producer its handlers publish with, its pipeline probe if it has one, then
+    the consumer; watches Kafka (reporting the group's lag on the way) and Postgres for
+    /readyz and runs the service's background ``tasks`` while the body runs. On the way
+    out, however start-up or the body ended, the consumer stops first (no batch is left
+    half-handled with its producer gone), then the probe, the producer and the pool,
+    each within STOP_TIMEOUT.
+    """
+    parts = [Part("the consumer", broker.stop)]
+    if probe is not None:
+        parts.append(Part("the pipeline probe", probe.stop))
+    parts.append(Part("the producer", producer.stop))
+    parts.append(Part("the database pool", pool.close, pool.terminate))
+    async with stopping(*parts):
+        await producer.start()
+        if probe is not None:
+            await probe.start()
+        await broker.start()
+        probes = consumer_probes(broker, subscriber, group, pool)
+        async with contextlib.AsyncExitStack() as running:
+            await running.enter_async_context(
+                background(watch_dependencies(health, probes), "health")
+            )
+            for name, task in (tasks or {}).items():
+                await running.enter_async_context(background(task(), name))
+            yield
+
+
 def consumer_probes(
-    broker: object, subscriber: object, group: str, pool: object
+    broker: KafkaBroker, subscriber: object, group: str, pool: asyncpg.Pool
 ) -> dict[str, Probe]:
     """Readiness of a consuming service: its broker (reporting lag on the way) and database."""
     from shared.kafka import report_lag
@@ -165,9 +213,9 @@ def consumer_probes(
         consumer = getattr(subscriber, "consumer", None)
         if consumer is not None:
             await report_lag(consumer, group)
-        return bool(await broker.ping(timeout=2.0))  # type: ignore[attr-defined]
+        return bool(await broker.ping(timeout=2.0))
 
     async def postgres_up() -> bool:
-        return bool(await pool.fetchval("SELECT 1") == 1)  # type: ignore[attr-defined]
+        return bool(await pool.fetchval("SELECT 1") == 1)
 
     return {"kafka": kafka_up, "postgres": postgres_up}

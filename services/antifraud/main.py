@@ -17,14 +17,7 @@ from shared.catalog import load_catalog
 from shared.http import Health, build_app
 from shared.kafka import make_broker, make_producer, wait_for_topics
 from shared.pg import connect_and_migrate
-from shared.service import (
-    Part,
-    background,
-    consumer_probes,
-    run_service,
-    stopping,
-    watch_dependencies,
-)
+from shared.service import consuming, run_service
 from shared.settings import DatabaseSettings
 
 SERVICE = "antifraud"
@@ -60,21 +53,17 @@ def create_app(settings: AntifraudSettings) -> Starlette:
         )
         pools["pool"] = pool
         secret = settings.captcha_secret.get_secret_value()
-        await producer.start()
         subscriber = consumer.attach(broker, pool, catalog, secret, now, producer=producer)
-
-        probes = consumer_probes(broker, subscriber, consumer.GROUP, pool)
-        async with stopping(
-            Part("the consumer", broker.stop),
-            Part("the producer", producer.stop),
-            Part("the database pool", pool.close, pool.terminate),
+        async with consuming(
+            health,
+            broker,
+            subscriber,
+            consumer.GROUP,
+            pool,
+            producer,
+            tasks={"prune": lambda: store.prune_forever(pool, now)},
         ):
-            await broker.start()
-            async with (
-                background(watch_dependencies(health, probes), "health"),
-                background(store.prune_forever(pool, now), "prune"),
-            ):
-                yield
+            yield
 
     return build_app(SERVICE, settings.build_version, routes(catalog, pools), health, lifespan)
 

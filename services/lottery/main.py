@@ -27,14 +27,7 @@ from shared.events import TOPIC_ACCEPTED, TOPIC_DEADLETTER, TOPIC_SUBMITTED
 from shared.http import Health, build_app
 from shared.kafka import client_options, make_broker, make_producer, wait_for_topics
 from shared.pg import connect_and_migrate
-from shared.service import (
-    Part,
-    background,
-    consumer_probes,
-    run_service,
-    stopping,
-    watch_dependencies,
-)
+from shared.service import consuming, run_service
 from shared.settings import DatabaseSettings
 
 SERVICE = "lottery"
@@ -133,7 +126,6 @@ def create_app(
         lottery.bind(pool)
         await lottery.fix_due_commitments()
         await lottery.refresh_entry_gauge()
-        await producer.start()
         subscriber = consumer.attach(
             broker,
             pool,
@@ -143,21 +135,17 @@ def create_app(
             deadletter_topic=topology.deadletter_topic,
             producer=producer,
         )
-        await probe.start()
-
-        probes = consumer_probes(broker, subscriber, topology.group, pool)
-        async with stopping(
-            Part("the consumer", broker.stop),
-            Part("the pipeline probe", probe.stop),
-            Part("the producer", producer.stop),
-            Part("the database pool", pool.close, pool.terminate),
+        async with consuming(
+            health,
+            broker,
+            subscriber,
+            topology.group,
+            pool,
+            producer,
+            probe=probe,
+            tasks={"refresh": lambda: keep_fresh(lottery, settings.lottery_refresh_seconds)},
         ):
-            await broker.start()
-            async with (
-                background(watch_dependencies(health, probes), "health"),
-                background(keep_fresh(lottery, settings.lottery_refresh_seconds), "refresh"),
-            ):
-                yield
+            yield
 
     return build_app(
         SERVICE,

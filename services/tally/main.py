@@ -20,14 +20,7 @@ from shared.events import TOPIC_ACCEPTED, TOPIC_SUBMITTED
 from shared.http import Health, build_app
 from shared.kafka import client_options, make_broker, make_producer, wait_for_topics
 from shared.pg import connect_and_migrate
-from shared.service import (
-    Part,
-    background,
-    consumer_probes,
-    run_service,
-    stopping,
-    watch_dependencies,
-)
+from shared.service import consuming, run_service
 from shared.settings import DatabaseSettings
 
 SERVICE = "tally"
@@ -74,23 +67,18 @@ def create_app(settings: TallySettings) -> Starlette:
             reset_session=store.POOL_RESETS_SESSION,
         )
         state["pool"] = pool
-        await producer.start()
         subscriber = consumer.attach(broker, pool, producer=producer)
-        await probe.start()
-
-        probes = consumer_probes(broker, subscriber, consumer.GROUP, pool)
-        async with stopping(
-            Part("the consumer", broker.stop),
-            Part("the pipeline probe", probe.stop),
-            Part("the producer", producer.stop),
-            Part("the database pool", pool.close, pool.terminate),
+        async with consuming(
+            health,
+            broker,
+            subscriber,
+            consumer.GROUP,
+            pool,
+            producer,
+            probe=probe,
+            tasks={"results-hub": hub.run},
         ):
-            await broker.start()
-            async with (
-                background(watch_dependencies(health, probes), "health"),
-                background(hub.run(), "results-hub"),
-            ):
-                yield
+            yield
 
     return build_app(
         SERVICE, settings.build_version, routes(catalog, hub, staff, now), health, lifespan
