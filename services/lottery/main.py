@@ -119,9 +119,7 @@ def create_app(
             topology.schema,
             MIGRATIONS,
             max_size=settings.db_pool_max,
-            # Only transaction-level advisory locks, no SET or LISTEN: nothing outlives a
-            # use, so released connections skip asyncpg's four reset statements.
-            reset_session=False,
+            reset_session=store.POOL_RESETS_SESSION,
         )
         lottery.bind(pool)
         await lottery.fix_due_commitments()

@@ -16,6 +16,10 @@ from asyncpg.pool import PoolConnectionProxy
 
 SCHEMA = "lottery"
 
+# Only transaction-level advisory locks, no SET or LISTEN: nothing outlives a use, so
+# released connections skip asyncpg's reset statements.
+POOL_RESETS_SESSION = False
+
 Db = asyncpg.Pool | PoolConnectionProxy
 """A pool, or a connection already inside a transaction."""
 
