@@ -110,6 +110,18 @@ class PostgresMixin(StackBase):
         return ["-h", "127.0.0.1", "-p", str(self.ports.postgres), "-U", self.db_user]
 
     def _create_database(self) -> None:
+        # Asked first, so a restart on kept data does not put a failed CREATE DATABASE
+        # (an ERROR line) in the server's log.
+        psql = [self._pg("psql"), *self._pg_connect(), "-d", "postgres", "-tAX"]
+        exists = subprocess.run(
+            [*psql, "-v", "ON_ERROR_STOP=1", "-v", f"name={self.db_name}"],
+            input="SELECT 1 FROM pg_database WHERE datname = :'name';\n",
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        if exists.returncode == 0 and exists.stdout.strip() == "1":
+            return
         command = [self._pg("createdb"), *self._pg_connect(), self.db_name]
         created = subprocess.run(command, capture_output=True, text=True, check=False)
         if created.returncode != 0 and "already exists" not in created.stderr:
