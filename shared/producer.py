@@ -83,7 +83,8 @@ class ReliableProducer:
     @staticmethod
     async def _close(producer: AIOKafkaProducer) -> None:
         with contextlib.suppress(Exception):
-            await asyncio.wait_for(producer.stop(), timeout=5)
+            async with asyncio.timeout(5):
+                await producer.stop()
 
     def _broken(self, producer: AIOKafkaProducer) -> bool:
         sender = getattr(producer, "_sender", None)
@@ -123,7 +124,8 @@ class ReliableProducer:
         # producer.stop() would flush, i.e. deliver what the callers gave up on.
         producer._closed = True
         with contextlib.suppress(Exception):
-            await asyncio.wait_for(producer._sender.close(), timeout=10)
+            async with asyncio.timeout(10):
+                await producer._sender.close()
         with contextlib.suppress(Exception):
             await producer.client.close()
 

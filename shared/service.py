@@ -37,7 +37,8 @@ async def watch_dependencies(
     while True:
         for name, probe in probes.items():
             try:
-                up = await asyncio.wait_for(probe(), timeout=interval)
+                async with asyncio.timeout(interval):
+                    up = await probe()
             except Exception:  # any failure of a probe means "not reachable"
                 up = False
             health.set(name, up)
@@ -45,15 +46,25 @@ async def watch_dependencies(
 
 
 @contextlib.asynccontextmanager
-async def background(coro: Awaitable[None], name: str) -> AsyncIterator[None]:
+async def background(
+    coro: Awaitable[None], name: str, *, stop_within: float | None = None
+) -> AsyncIterator[None]:
+    """Run `coro` as a task while the body runs; cancel it on the way out and wait for
+    it at most `stop_within` seconds (STOP_TIMEOUT by default): a task that ignores its
+    cancellation is logged and left, not waited on forever. A failure of the task shows
+    on the way out."""
     task = asyncio.ensure_future(coro)
     task.set_name(name)
     try:
         yield
     finally:
         task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+        within = STOP_TIMEOUT if stop_within is None else stop_within
+        await asyncio.wait({task}, timeout=within)
+        if not task.done():
+            log.warning("background task %s did not stop within %g s; going on", name, within)
+        elif not task.cancelled():
+            task.result()
 
 
 # How long each part of a service gets to stop. Kubernetes kills a pod 30 s after asking
@@ -81,7 +92,8 @@ async def stopping(*parts: Part, per_part: float = STOP_TIMEOUT) -> AsyncIterato
     finally:
         for part in parts:
             try:
-                await asyncio.wait_for(part.stop(), per_part)
+                async with asyncio.timeout(per_part):
+                    await part.stop()
             except TimeoutError:
                 log.warning("%s did not stop within %g s; going on without it", part.name, per_part)
                 if part.abort is not None:

@@ -98,8 +98,8 @@ class ResultsHub:
                     last = doc
                     yield f"event: results\ndata: {json.dumps(doc, ensure_ascii=False)}\n\n"
                 try:
-                    async with self._changed:
-                        await asyncio.wait_for(self._changed.wait(), timeout=15)
+                    async with asyncio.timeout(15), self._changed:
+                        await self._changed.wait()
                 except TimeoutError:
                     yield ": keep-alive\n\n"
         finally:
