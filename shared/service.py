@@ -86,20 +86,23 @@ class Part:
 async def stopping(*parts: Part, per_part: float = STOP_TIMEOUT) -> AsyncIterator[None]:
     """On exit, however the body ends, stop each part in order, each within ``per_part``
     seconds: one that hangs or fails is logged (and aborted when it can be) and the
-    others are still stopped."""
+    others are still stopped. A stop still running at its bound is cancelled and left,
+    not waited on: a client whose own cleanup swallows the cancel cannot hold the rest."""
     try:
         yield
     finally:
         for part in parts:
-            try:
-                async with asyncio.timeout(per_part):
-                    await part.stop()
-            except TimeoutError:
+            stop = asyncio.ensure_future(part.stop())
+            await asyncio.wait({stop}, timeout=per_part)
+            if not stop.done():
+                stop.cancel()
                 log.warning("%s did not stop within %g s; going on without it", part.name, per_part)
                 if part.abort is not None:
                     part.abort()
-            except Exception:
-                log.exception("stopping %s failed; going on", part.name)
+            elif stop.cancelled():
+                log.error("stopping %s was cancelled; going on", part.name)
+            elif (error := stop.exception()) is not None:
+                log.error("stopping %s failed; going on", part.name, exc_info=error)
 
 
 # The collector's first generation is scanned every 50,000 net allocations instead of

@@ -52,3 +52,26 @@ async def test_a_failing_part_is_logged_and_the_body_error_still_propagates(
             raise ValueError("body")
     assert rec.calls == ["stop producer", "stop pool"]
     assert "stopping producer failed" in caplog.text
+
+
+async def test_a_stop_that_swallows_its_cancel_cannot_hold_the_others(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    rec = Recorder()
+    release = asyncio.Event()
+
+    async def stubborn() -> None:
+        rec.calls.append("stop consumer")
+        try:
+            await asyncio.Event().wait()
+        except asyncio.CancelledError:
+            await release.wait()  # a client's cleanup that ignores the cancel
+
+    consumer = Part("consumer", stubborn, lambda: rec.calls.append("abort consumer"))
+    with caplog.at_level(logging.WARNING):
+        async with asyncio.timeout(2):
+            async with stopping(consumer, rec.part("pool"), per_part=0.05):
+                pass
+    assert rec.calls == ["stop consumer", "abort consumer", "stop pool"]
+    assert "consumer did not stop within" in caplog.text
+    release.set()
