@@ -24,6 +24,9 @@ def _kafka_ready(bootstrap: str) -> bool:
         try:
             await client.start()
             cluster = await client.describe_cluster()
+            # A fresh broker creates its offsets topic on the first coordinator lookup;
+            # until then every consumer group logs errors on joining. Ready means found.
+            await client.find_coordinator("stack-ready")
             return bool(cluster.get("brokers"))
         finally:
             await client.close()
