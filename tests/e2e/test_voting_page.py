@@ -7,6 +7,7 @@ Screenshots of what the voter saw are kept in test-artifacts/.
 
 from __future__ import annotations
 
+import asyncio
 import re
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -16,6 +17,7 @@ from playwright.async_api import Browser, BrowserContext, Page, async_playwright
 
 from shared.captcha import expected_answer
 from shared.catalog import load_catalog
+from tests.support.http import cast_vote, gateway_client, new_captcha, new_voter
 
 pytestmark = pytest.mark.e2e
 
@@ -88,6 +90,8 @@ async def type_captcha(page: Page, secret: str, previous: str) -> str:
 async def test_vote_then_daily_limit_then_english(
     phone: BrowserContext, gateway_url: str, captcha_secret: str, demo_title: str
 ) -> None:
+    # A failure screenshot left by an earlier run would sit beside this run's own.
+    (ARTIFACTS / "voting-page-failure.png").unlink(missing_ok=True)
     page = await phone.new_page()
     try:
         await _vote_then_daily_limit_then_english(page, gateway_url, captcha_secret, demo_title)
@@ -143,4 +147,29 @@ async def _vote_then_daily_limit_then_english(
     await expect(page.locator("html")).to_have_attribute("lang", "en")
     await expect(page.get_by_role("link", name=demo_title, exact=True)).to_have_attribute(
         "href", f"/polls/{DEMO_POLL}?lang=en"
+    )
+
+
+def vote_through_the_api(gateway_url: str, captcha_secret: str) -> None:
+    with gateway_client(gateway_url) as client:
+        voter = new_voter(client)
+        response = cast_vote(client, DEMO_POLL, voter, "good", new_captcha(client, captcha_secret))
+        assert response.status_code == 202, response.text
+
+
+async def test_the_page_s_results_follow_votes_as_they_are_counted(
+    phone: BrowserContext, gateway_url: str, captcha_secret: str
+) -> None:
+    page = await phone.new_page()
+    await page.goto(f"{gateway_url}/polls/{DEMO_POLL}?lang=en")
+    total = page.locator("#results-total")
+    await expect(total).to_have_text(re.compile(r"^[\d,]+ votes? in total$"))
+    before = int(re.sub(r"\D", "", await total.inner_text()))
+
+    # Another voter's vote, counted while this page stays open: the live stream shows it.
+    await asyncio.to_thread(vote_through_the_api, gateway_url, captcha_secret)
+    await page.wait_for_function(
+        "n => Number(document.getElementById('results-total').textContent.replace(/\\D/g, '')) > n",
+        arg=before,
+        timeout=DECISION_TIMEOUT_MS,
     )

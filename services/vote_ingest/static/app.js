@@ -513,13 +513,14 @@
         return;
       }
       stream = new EventSource(API + POLL_PATH + "/results/stream");
-      stream.onmessage = (event) => {
+      // The stream names its frames "results"; onmessage would see only unnamed ones.
+      stream.addEventListener("results", (event) => {
         try {
           render(JSON.parse(event.data));
         } catch {
           // a malformed frame is skipped; the next one carries the full state
         }
-      };
+      });
       stream.onerror = () => {
         if (stream && stream.readyState === EventSource.CLOSED) {
           stream = null;
