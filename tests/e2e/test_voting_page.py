@@ -11,9 +11,10 @@ import asyncio
 import re
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import pytest
-from playwright.async_api import Browser, BrowserContext, Page, async_playwright, expect
+from playwright.async_api import Browser, BrowserContext, Page, Route, async_playwright, expect
 
 from shared.captcha import expected_answer
 from shared.catalog import load_catalog
@@ -173,3 +174,55 @@ async def test_the_page_s_results_follow_votes_as_they_are_counted(
         arg=before,
         timeout=DECISION_TIMEOUT_MS,
     )
+
+
+def final_results(counts: dict[str, int]) -> dict[str, Any]:
+    return {
+        "poll_id": DEMO_POLL,
+        "counts": counts,
+        "total": sum(counts.values()),
+        "as_of": "2026-11-27T03:00:00.000000Z",
+        "final": True,
+    }
+
+
+@pytest.mark.parametrize(
+    ("lang", "counts", "rows", "total"),
+    [
+        (
+            "en",
+            {"excellent": 1, "good": 0, "fair": 2, "poor": 0},
+            ["1 vote · 33.3%", "0 votes · 0.0%", "2 votes · 66.7%", "0 votes · 0.0%"],
+            "3 votes in total",
+        ),
+        (
+            "en",
+            {"excellent": 0, "good": 1, "fair": 0, "poor": 0},
+            ["0 votes · 0.0%", "1 vote · 100.0%", "0 votes · 0.0%", "0 votes · 0.0%"],
+            "1 vote in total",
+        ),
+        (
+            "zh",
+            {"excellent": 1, "good": 0, "fair": 2, "poor": 1},
+            ["1 票 · 25.0%", "0 票 · 0.0%", "2 票 · 50.0%", "1 票 · 25.0%"],
+            "共 4 票",
+        ),
+    ],
+)
+async def test_counts_read_in_the_language_s_plural_forms(
+    phone: BrowserContext,
+    gateway_url: str,
+    lang: str,
+    counts: dict[str, int],
+    rows: list[str],
+    total: str,
+) -> None:
+    page = await phone.new_page()
+
+    async def answer(route: Route) -> None:
+        await route.fulfill(json=final_results(counts))
+
+    await page.route(re.compile(rf".*/api/v1/polls/{DEMO_POLL}/results$"), answer)
+    await page.goto(f"{gateway_url}/polls/{DEMO_POLL}?lang={lang}")
+    await expect(page.locator("#results-total")).to_have_text(total)
+    await expect(page.locator("#results-bars .bar-count")).to_have_text(rows)

@@ -27,6 +27,12 @@
     );
   }
 
+  // A counted noun: the string's "_one" or "_other" form, as the page's language counts n.
+  const plurals = new Intl.PluralRules(LOCALE);
+  function tn(key, n, values) {
+    return t(key + (plurals.select(n) === "one" ? "_one" : "_other"), values);
+  }
+
   function el(tag, text, className) {
     const node = document.createElement(tag);
     if (text !== undefined && text !== null) node.textContent = text;
@@ -460,11 +466,11 @@
         const n = counts[row.dataset.option] || 0;
         const share = sum ? (n * 100) / sum : 0;
         row.querySelector(".bar-count").textContent =
-          t("results_votes", { n: numberFormat.format(n) }) + " · " + share.toFixed(1) + "%";
+          tn("results_votes", n, { n: numberFormat.format(n) }) + " · " + share.toFixed(1) + "%";
         row.querySelector(".bar-fill").style.width = share + "%";
       }
       bars.hidden = false;
-      total.textContent = t("results_total", { n: numberFormat.format(sum) });
+      total.textContent = tn("results_total", sum, { n: numberFormat.format(sum) });
       final = Boolean(result.final);
       const label = final ? S.results_final : S.results_live;
       status.textContent = result.as_of
