@@ -118,6 +118,13 @@ STRINGS: Final[dict[Lang, dict[str, str]]] = {
         "lottery_need_name": "请填写姓名。",
         "lottery_closed": "投票已结束，抽奖报名已截止。",
         "lottery_failed": "报名没有成功，请稍后重试。",
+        "lottery_awaiting": "投票已结束，抽奖将公开进行，中奖名单公布后会显示在这里。",
+        "lottery_drawn": "抽奖已于 {time} 公开完成。",
+        "lottery_winners": "中奖名单：",
+        "lottery_winner": "{name}　{phone}",
+        "lottery_no_winners": "本次抽奖没有报名者，没有产生中奖者。",
+        "lottery_you_won": "恭喜，您中奖了！工作人员会通过您报名的手机号与您联系。",
+        "lottery_audit": "抽奖核验记录（任何人都可据此复算）",
         "not_found_title": "找不到这个评议项目",
         "not_found_body": "链接可能有误，或项目已下线。",
         "back_home": "返回首页",
@@ -236,6 +243,17 @@ STRINGS: Final[dict[Lang, dict[str, str]]] = {
         "lottery_need_name": "Please enter your name.",
         "lottery_closed": "Voting has closed, so the draw no longer takes entries.",
         "lottery_failed": "The entry did not go through. Please retry later.",
+        "lottery_awaiting": (
+            "Voting has closed. The draw is made in public; the winners will be shown here."
+        ),
+        "lottery_drawn": "The draw was made on {time}.",
+        "lottery_winners": "Winners:",
+        "lottery_winner": "{name}, {phone}",
+        "lottery_no_winners": "Nobody entered this draw, so there are no winners.",
+        "lottery_you_won": (
+            "Congratulations, you won! Staff will contact you on the number you entered."
+        ),
+        "lottery_audit": "The draw's audit record (anyone can recompute the draw from it)",
         "not_found_title": "Project not found",
         "not_found_body": "The link may be wrong, or the project is no longer online.",
         "back_home": "Back to the list",
@@ -297,6 +315,13 @@ JS_KEYS: Final[tuple[str, ...]] = (
     "lottery_need_name",
     "lottery_closed",
     "lottery_failed",
+    "lottery_awaiting",
+    "lottery_drawn",
+    "lottery_winners",
+    "lottery_winner",
+    "lottery_no_winners",
+    "lottery_you_won",
+    "lottery_audit",
 )
 
 

@@ -226,3 +226,79 @@ async def test_counts_read_in_the_language_s_plural_forms(
     await page.goto(f"{gateway_url}/polls/{DEMO_POLL}?lang={lang}")
     await expect(page.locator("#results-total")).to_have_text(total)
     await expect(page.locator("#results-bars .bar-count")).to_have_text(rows)
+
+
+CLOSED_POLL = "futian-culture-2021"
+MY_ENTRY = "entry-2"
+DRAWN = {
+    "poll_id": CLOSED_POLL,
+    "commitment": "0" * 64,
+    "prize": "青年文化盲盒",
+    "prizes": 30,
+    "reserves": 10,
+    "state": "drawn",
+    "entries": 2,
+    "drawn_at": "2022-01-08T02:00:00.000000Z",
+    "winners": [
+        {"rank": 1, "entry_id": "entry-1", "name_masked": "张*", "phone_masked": "138****0001"},
+        {"rank": 2, "entry_id": MY_ENTRY, "name_masked": "李*", "phone_masked": "139****0002"},
+    ],
+    "reserve_list": [],
+}
+# A device that entered the draw before the close: its voter token is in storage.
+ENTERED_DEVICE = """localStorage.setItem("votes.voter", JSON.stringify({
+  voter_token: "token", voter_id: "voter", expires_at: "2099-01-01T00:00:00Z"}));"""
+
+
+@pytest.fixture(scope="session")
+def closed_poll(polls_file: Path) -> str:
+    poll = load_catalog(polls_file).get(CLOSED_POLL)
+    assert poll is not None and poll.lottery is not None, f"{polls_file}: no {CLOSED_POLL}"
+    return poll.id
+
+
+async def serve_lottery(page: Page, poll: str, lottery: dict[str, Any]) -> None:
+    """The lottery service's public view and this device's entry, as fixed documents."""
+
+    async def view(route: Route) -> None:
+        await route.fulfill(json=lottery)
+
+    async def entry(route: Route) -> None:
+        await route.fulfill(json={"entry_id": MY_ENTRY, "phone_masked": "139****0002", "days": 3})
+
+    await page.route(re.compile(rf".*/api/v1/polls/{poll}/lottery$"), view)
+    await page.route(re.compile(rf".*/api/v1/polls/{poll}/lottery/entry$"), entry)
+
+
+@pytest.mark.parametrize("entered", [True, False])
+async def test_after_the_draw_the_page_lists_the_winners_and_tells_a_winner(
+    phone: BrowserContext, gateway_url: str, closed_poll: str, entered: bool
+) -> None:
+    page = await phone.new_page()
+    if entered:
+        await page.add_init_script(ENTERED_DEVICE)
+    await serve_lottery(page, closed_poll, DRAWN)
+    await page.goto(f"{gateway_url}/polls/{closed_poll}?lang=en")
+    draw = page.locator("#lottery-draw")
+    await expect(draw).to_contain_text("The draw was made on 8 Jan 2022, 10:00.")
+    await expect(draw.locator("ol.winners li")).to_have_text(
+        ["张*, 138****0001", "李*, 139****0002"]
+    )
+    audit = draw.get_by_role("link", name=re.compile("audit record"))
+    await expect(audit).to_have_attribute("href", f"/api/v1/polls/{closed_poll}/lottery/audit")
+    won = draw.get_by_text("Congratulations, you won!")
+    if entered:
+        await expect(won).to_be_visible()
+        await screenshot(page, "4-draw-winner-en")
+    else:
+        await expect(won).to_have_count(0)
+
+
+async def test_before_the_draw_the_page_says_the_winners_will_be_shown(
+    phone: BrowserContext, gateway_url: str, closed_poll: str
+) -> None:
+    page = await phone.new_page()
+    await serve_lottery(page, closed_poll, {**DRAWN, "state": "awaiting_draw", "winners": []})
+    await page.goto(f"{gateway_url}/polls/{closed_poll}?lang=zh")
+    draw = page.locator("#lottery-draw")
+    await expect(draw).to_have_text("投票已结束，抽奖将公开进行，中奖名单公布后会显示在这里。")

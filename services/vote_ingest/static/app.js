@@ -549,9 +549,11 @@
   // ---- Prize draw entry ----
 
   let lotteryEntered = false;
+  let myEntryId = null;
 
   function showEntry(entry) {
     lotteryEntered = true;
+    myEntryId = entry.entry_id || null;
     const status = $("lottery-status");
     const lotteryForm = $("lottery-form");
     if (lotteryForm) lotteryForm.hidden = true;
@@ -623,6 +625,51 @@
     }
   }
 
+  // After the close: the draw's outcome, public and masked, and whether this voter won.
+  async function showDraw() {
+    const box = $("lottery-draw");
+    if (!box) return;
+    let draw = null;
+    try {
+      const response = await api("GET", POLL_PATH + "/lottery");
+      if (response.ok) draw = response.data;
+    } catch {
+      return; // the rules and the entry stay on the page; nothing else to say
+    }
+    if (!draw) return;
+    const lines = [];
+    if (draw.state === "awaiting_draw") {
+      lines.push(el("p", S.lottery_awaiting));
+    } else if (draw.state === "drawn") {
+      const winners = draw.winners || [];
+      lines.push(el("p", t("lottery_drawn", { time: formatDateTime(draw.drawn_at) })));
+      if (winners.length) {
+        lines.push(el("p", S.lottery_winners));
+        const list = el("ol", null, "winners");
+        for (const winner of winners) {
+          list.append(el("li", t("lottery_winner", {
+            name: winner.name_masked, phone: winner.phone_masked,
+          })));
+        }
+        lines.push(list);
+      } else {
+        lines.push(el("p", S.lottery_no_winners));
+      }
+      if (myEntryId && winners.some((winner) => winner.entry_id === myEntryId)) {
+        lines.push(el("p", S.lottery_you_won, "won"));
+      }
+      const audit = el("a", S.lottery_audit);
+      audit.href = API + POLL_PATH + "/lottery/audit";
+      const auditLine = el("p");
+      auditLine.append(audit);
+      lines.push(auditLine);
+    } else {
+      return;
+    }
+    box.replaceChildren(...lines);
+    box.hidden = false;
+  }
+
   function startLottery() {
     if (!$("lottery")) return;
     const lotteryForm = $("lottery-form"); // absent once the poll has closed
@@ -630,7 +677,10 @@
       lotteryForm.hidden = false;
       lotteryForm.addEventListener("submit", submitEntry);
     }
-    refreshEntry();
+    // The entry first: whether this voter won is read from its id.
+    refreshEntry().then(() => {
+      if (D.state === "closed") showDraw();
+    });
   }
 
   startVoting();
