@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from playwright.async_api import Browser, BrowserContext, Page, Route, async_playwright, expect
+from playwright.async_api import Browser, BrowserContext, Page, Route, expect
 
 from shared.captcha import expected_answer
 from shared.catalog import load_catalog
@@ -25,15 +25,6 @@ pytestmark = pytest.mark.e2e
 DEMO_POLL = "demo-reform"
 DECISION_TIMEOUT_MS = 20_000
 ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 NEW_CAPTCHA_ID = """previous => {
   const id = document.getElementById("captcha-image").dataset.captchaId;
   return id && id !== previous ? id : null;
@@ -46,16 +37,6 @@ def demo_title(polls_file: Path) -> str:
     poll = load_catalog(polls_file).get(DEMO_POLL)
     assert poll is not None, f"{polls_file} has no {DEMO_POLL}"
     return poll.title
-
-
-@pytest.fixture(scope="session")
-async def browser() -> AsyncIterator[Browser]:
-    async with async_playwright() as playwright:
-        launched = await playwright.chromium.launch(
-            executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS
-        )
-        yield launched
-        await launched.close()
 
 
 @pytest.fixture
