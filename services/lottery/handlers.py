@@ -300,6 +300,7 @@ class Lottery:
             view["title"] = poll.title
             view["opens_at"] = format_utc(poll.opens_at)
             view["closes_at"] = format_utc(poll.closes_at)
+            view["timezone"] = poll.timezone
             view["eligible"] = sum(1 for w in weights.values() if w > 0)
             view["days_histogram"] = days_histogram(weights.values())
             views.append(view)

@@ -45,8 +45,19 @@
     $("status").textContent = "";
   }
 
-  function localTime(iso) {
-    return iso ? new Date(iso).toLocaleString() : "";
+  // On the poll's own clock, named beside it: staff call the close "09:00 Beijing time"
+  // whatever zone the browser is in.
+  function pollTime(iso, zone) {
+    if (!iso) return "";
+    return new Intl.DateTimeFormat("en-GB", {
+      timeZone: zone,
+      year: "numeric",
+      month: "short",
+      day: "numeric",
+      hour: "2-digit",
+      minute: "2-digit",
+      hourCycle: "h23",
+    }).format(new Date(iso));
   }
 
   function field(card, name) {
@@ -75,6 +86,15 @@
   }
 
   function fillRanked(tbody, rows) {
+    if (!rows.length) {
+      const td = document.createElement("td");
+      td.colSpan = 4;
+      td.textContent = "None: the draw had no eligible entries.";
+      const tr = document.createElement("tr");
+      tr.append(td);
+      tbody.replaceChildren(tr);
+      return;
+    }
     tbody.replaceChildren(
       ...rows.map((row) => {
         const tr = document.createElement("tr");
@@ -93,8 +113,11 @@
     for (const name of ["title", "poll_id", "state", "prize", "prizes", "reserves", "entries", "eligible"]) {
       field(card, name).textContent = poll[name];
     }
-    field(card, "opens_at").textContent = localTime(poll.opens_at);
-    field(card, "closes_at").textContent = localTime(poll.closes_at);
+    field(card, "opens_at").textContent = pollTime(poll.opens_at, poll.timezone);
+    field(card, "closes_at").textContent = pollTime(poll.closes_at, poll.timezone);
+    field(card, "timezone").textContent = poll.timezone;
+    field(card, "drawn_at").textContent = pollTime(poll.drawn_at, poll.timezone);
+    for (const part of card.querySelectorAll('[data-part="drawn"]')) part.hidden = !poll.drawn_at;
     field(card, "commitment").textContent = poll.commitment || "not fixed yet (voting has not opened)";
     fillHistogram(field(card, "histogram"), poll.days_histogram);
     const drawPart = card.querySelector('[data-part="draw"]');
