@@ -66,3 +66,5 @@ async def test_a_draw_without_entries_says_so_and_when_it_was_made(
     await expect(closed.locator("dd[data-part='drawn']")).to_have_text("8 Jan 2022, 10:00")
     winners = closed.locator("tbody[data-field='winners'] td")
     await expect(winners).to_have_text(["None: the draw had no eligible entries."])
+    reserves = closed.locator("tbody[data-field='reserve_list'] td")
+    await expect(reserves).to_have_text(["None: no eligible entry was left over."])

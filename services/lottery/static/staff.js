@@ -85,11 +85,11 @@
     );
   }
 
-  function fillRanked(tbody, rows) {
+  function fillRanked(tbody, rows, none) {
     if (!rows.length) {
       const td = document.createElement("td");
       td.colSpan = 4;
-      td.textContent = "None: the draw had no eligible entries.";
+      td.textContent = none;
       const tr = document.createElement("tr");
       tr.append(td);
       tbody.replaceChildren(tr);
@@ -126,8 +126,8 @@
     card.querySelector('[data-part="before-close"]').hidden = poll.state !== "open";
     results.hidden = poll.state !== "drawn";
     if (poll.state === "drawn") {
-      fillRanked(field(card, "winners"), poll.winners);
-      fillRanked(field(card, "reserve_list"), poll.reserve_list);
+      fillRanked(field(card, "winners"), poll.winners, "None: the draw had no eligible entries.");
+      fillRanked(field(card, "reserve_list"), poll.reserve_list, "None: no eligible entry was left over.");
       field(card, "audit").href = "/api/v1/polls/" + encodeURIComponent(poll.poll_id) + "/lottery/audit";
     }
     const confirm = card.querySelector('[data-input="confirm"]');
