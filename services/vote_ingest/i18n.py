@@ -122,7 +122,9 @@ STRINGS: Final[dict[Lang, dict[str, str]]] = {
         "lottery_drawn": "抽奖已于 {time} 公开完成。",
         "lottery_winners": "中奖名单：",
         "lottery_winner": "{name}　{phone}",
-        "lottery_no_winners": "本次抽奖没有报名者，没有产生中奖者。",
+        "lottery_no_winners": (
+            "本次抽奖没有符合条件的报名者（报名并至少投票一天），没有产生中奖者。"
+        ),
         "lottery_you_won": "恭喜，您中奖了！工作人员会通过您报名的手机号与您联系。",
         "lottery_audit": "抽奖核验记录（任何人都可据此复算）",
         "not_found_title": "找不到这个评议项目",
@@ -249,7 +251,9 @@ STRINGS: Final[dict[Lang, dict[str, str]]] = {
         "lottery_drawn": "The draw was made on {time}.",
         "lottery_winners": "Winners:",
         "lottery_winner": "{name}, {phone}",
-        "lottery_no_winners": "Nobody entered this draw, so there are no winners.",
+        "lottery_no_winners": (
+            "No entry qualified (entered and voted on at least one day), so nobody won."
+        ),
         "lottery_you_won": (
             "Congratulations, you won! Staff will contact you on the number you entered."
         ),

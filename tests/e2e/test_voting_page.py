@@ -283,3 +283,14 @@ async def test_before_the_draw_the_page_says_the_winners_will_be_shown(
     await page.goto(f"{gateway_url}/polls/{closed_poll}?lang=zh")
     draw = page.locator("#lottery-draw")
     await expect(draw).to_have_text("投票已结束，抽奖将公开进行，中奖名单公布后会显示在这里。")
+
+
+async def test_a_draw_nobody_qualified_for_says_so(
+    phone: BrowserContext, gateway_url: str, closed_poll: str
+) -> None:
+    page = await phone.new_page()
+    await serve_lottery(page, closed_poll, {**DRAWN, "winners": [], "entries": 0})
+    await page.goto(f"{gateway_url}/polls/{closed_poll}?lang=en")
+    draw = page.locator("#lottery-draw")
+    await expect(draw).to_contain_text("No entry qualified")
+    await expect(draw.locator("ol.winners")).to_have_count(0)
