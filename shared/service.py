@@ -45,32 +45,30 @@ async def watch_dependencies(
         await asyncio.sleep(interval)
 
 
+# How long each part of a service gets to stop. Kubernetes kills a pod 30 s after asking
+# it to stop; a client that never finishes stopping (aiokafka's consumer can wait on its
+# heartbeat routine) must not use all of that and keep the others from closing cleanly.
+STOP_TIMEOUT = 5.0
+
+
 @contextlib.asynccontextmanager
 async def background(
-    coro: Awaitable[None], name: str, *, stop_within: float | None = None
+    coro: Awaitable[None], name: str, *, stop_within: float = STOP_TIMEOUT
 ) -> AsyncIterator[None]:
     """Run `coro` as a task while the body runs; cancel it on the way out and wait for
-    it at most `stop_within` seconds (STOP_TIMEOUT by default): a task that ignores its
-    cancellation is logged and left, not waited on forever. A failure of the task shows
-    on the way out."""
+    it at most `stop_within` seconds: a task that ignores its cancellation is logged and
+    left, not waited on forever. A failure of the task shows on the way out."""
     task = asyncio.ensure_future(coro)
     task.set_name(name)
     try:
         yield
     finally:
         task.cancel()
-        within = STOP_TIMEOUT if stop_within is None else stop_within
-        await asyncio.wait({task}, timeout=within)
+        await asyncio.wait({task}, timeout=stop_within)
         if not task.done():
-            log.warning("background task %s did not stop within %g s; going on", name, within)
+            log.warning("background task %s did not stop within %g s; going on", name, stop_within)
         elif not task.cancelled():
             task.result()
-
-
-# How long each part of a service gets to stop. Kubernetes kills a pod 30 s after asking
-# it to stop; a client that never finishes stopping (aiokafka's consumer can wait on its
-# heartbeat routine) must not use all of that and keep the others from closing cleanly.
-STOP_TIMEOUT = 5.0
 
 
 @dataclass(frozen=True)
