@@ -15,8 +15,6 @@ from playwright.async_api import Browser, Locator, Page, Route, expect
 
 pytestmark = pytest.mark.e2e
 
-CLOSED_POLL = "futian-culture-2021"
-
 
 @pytest.fixture
 async def console(browser: Browser) -> AsyncIterator[Page]:
@@ -39,30 +37,30 @@ def card(page: Page, poll_id: str) -> Locator:
 
 
 async def test_signed_in_staff_see_each_draw_on_the_poll_s_clock(
-    console: Page, gateway_url: str, staff_token: str
+    console: Page, gateway_url: str, staff_token: str, closed_poll: str
 ) -> None:
     await sign_in(console, gateway_url, staff_token)
-    closed = card(console, CLOSED_POLL)
+    closed = card(console, closed_poll)
     await expect(closed).to_contain_text("20 Dec 2021, 09:00 → 8 Jan 2022, 09:00 (Asia/Shanghai)")
     await expect(closed.locator("code.hash")).to_have_text(re.compile(r"^[0-9a-f]{64}$"))
 
 
 async def test_a_draw_without_entries_says_so_and_when_it_was_made(
-    console: Page, gateway_url: str, staff_token: str
+    console: Page, gateway_url: str, staff_token: str, closed_poll: str
 ) -> None:
     # The stack's own draw is made once for good, so this draw is served to the page.
     async def drawn(route: Route) -> None:
         response = await route.fetch()
         data = await response.json()
         for poll in data["polls"]:
-            if poll["poll_id"] == CLOSED_POLL:
+            if poll["poll_id"] == closed_poll:
                 poll.update(state="drawn", drawn_at="2022-01-08T02:00:00.000000Z")
                 poll.update(winners=[], reserve_list=[])
         await route.fulfill(response=response, body=json.dumps(data))
 
     await console.route(re.compile(r".*/staff/api/polls$"), drawn)
     await sign_in(console, gateway_url, staff_token)
-    closed = card(console, CLOSED_POLL)
+    closed = card(console, closed_poll)
     await expect(closed.locator("dd[data-part='drawn']")).to_have_text("8 Jan 2022, 10:00")
     winners = closed.locator("tbody[data-field='winners'] td")
     await expect(winners).to_have_text(["None: the draw had no eligible entries."])

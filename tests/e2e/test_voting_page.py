@@ -209,10 +209,8 @@ async def test_counts_read_in_the_language_s_plural_forms(
     await expect(page.locator("#results-bars .bar-count")).to_have_text(rows)
 
 
-CLOSED_POLL = "futian-culture-2021"
 MY_ENTRY = "entry-2"
 DRAWN = {
-    "poll_id": CLOSED_POLL,
     "commitment": "0" * 64,
     "prize": "青年文化盲盒",
     "prizes": 30,
@@ -231,18 +229,11 @@ ENTERED_DEVICE = """localStorage.setItem("votes.voter", JSON.stringify({
   voter_token: "token", voter_id: "voter", expires_at: "2099-01-01T00:00:00Z"}));"""
 
 
-@pytest.fixture(scope="session")
-def closed_poll(polls_file: Path) -> str:
-    poll = load_catalog(polls_file).get(CLOSED_POLL)
-    assert poll is not None and poll.lottery is not None, f"{polls_file}: no {CLOSED_POLL}"
-    return poll.id
-
-
 async def serve_lottery(page: Page, poll: str, lottery: dict[str, Any]) -> None:
     """The lottery service's public view and this device's entry, as fixed documents."""
 
     async def view(route: Route) -> None:
-        await route.fulfill(json=lottery)
+        await route.fulfill(json={**lottery, "poll_id": poll})
 
     async def entry(route: Route) -> None:
         await route.fulfill(json={"entry_id": MY_ENTRY, "phone_masked": "139****0002", "days": 3})
