@@ -10,8 +10,10 @@ from __future__ import annotations
 import asyncio
 import re
 from collections.abc import AsyncIterator
+from datetime import datetime, time, timedelta
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import pytest
 from playwright.async_api import Browser, BrowserContext, Page, Route, expect
@@ -114,22 +116,105 @@ async def _vote_then_daily_limit_then_english(
     await expect(outcome).not_to_contain_text("投票成功")
     await screenshot(page, "2-daily-limit-zh")
 
-    # The same page in English, and the choice is remembered on the next visit.
+    # The same page in English: this device has used up today, and the page says so
+    # instead of offering a vote that would be turned away.
+    captcha_requests = count_captcha_requests(page)
     await page.get_by_role("link", name="English").click()
     await expect(page.locator("html")).to_have_attribute("lang", "en")
+    await expect(page.get_by_role("heading", name="Your rating")).to_be_visible()
+    await expect(outcome).to_contain_text("You have voted today")
+    await expect(outcome).to_contain_text(re.compile(r"Voting day: \d{1,2} \w{3} \d{4}"))
+    await expect(outcome).to_contain_text(
+        re.compile(r"You can vote again after \d{1,2} \w{3} \d{4}, 00:00 \(Beijing time\)")
+    )
+    await expect(page.get_by_role("button", name="Submit vote")).to_be_hidden()
+    assert captcha_requests == [], "a page with no vote to cast still fetched a captcha"
+    await screenshot(page, "3-voted-today-en")
+
+    # The choice of language is remembered on the next visit.
+    await page.goto(f"{gateway_url}/")
+    await expect(page.locator("html")).to_have_attribute("lang", "en")
+    await expect(page.get_by_role("link", name=demo_title, exact=True)).to_have_attribute(
+        "href", f"/polls/{DEMO_POLL}?lang=en"
+    )
+
+
+def count_captcha_requests(page: Page) -> list[str]:
+    """A list that fills with the captcha requests `page` makes from now on."""
+    seen: list[str] = []
+    page.on(
+        "request", lambda request: seen.append(request.url) if "/captcha" in request.url else None
+    )
+    return seen
+
+
+async def test_the_english_page_offers_the_vote(phone: BrowserContext, gateway_url: str) -> None:
+    page = await phone.new_page()
+    await page.goto(f"{gateway_url}/polls/{DEMO_POLL}?lang=en")
     await expect(page.get_by_role("heading", name="Your rating")).to_be_visible()
     english = page.get_by_role("group", name="Choose one rating")
     for label in ("Excellent", "Good", "Fair", "Poor"):
         await expect(english.get_by_role("radio", name=label, exact=True)).to_be_visible()
     await expect(page.get_by_role("button", name="Submit vote")).to_be_visible()
     await expect(page.get_by_label("Verification code", exact=True)).to_be_visible()
+    await expect(page.locator("#captcha-image")).to_have_attribute("src", re.compile("^data:"))
     await screenshot(page, "3-english")
 
-    await page.goto(f"{gateway_url}/")
-    await expect(page.locator("html")).to_have_attribute("lang", "en")
-    await expect(page.get_by_role("link", name=demo_title, exact=True)).to_have_attribute(
-        "href", f"/polls/{DEMO_POLL}?lang=en"
+
+SAVE_SESSION = """async () => {
+  const response = await fetch("/api/v1/session", { method: "POST" });
+  const session = await response.json();
+  localStorage.setItem("votes.voter", JSON.stringify(session));
+  return session.voter_id;
+}"""
+REMEMBER = (
+    """([poll, record]) => localStorage.setItem("votes.voted." + poll, JSON.stringify(record))"""
+)
+
+
+async def test_a_used_up_day_is_remembered_for_its_voter_until_the_next_day(
+    phone: BrowserContext, gateway_url: str, polls_file: Path
+) -> None:
+    poll = load_catalog(polls_file).get(DEMO_POLL)
+    assert poll is not None
+    zone = ZoneInfo(poll.timezone)
+    page = await phone.new_page()
+    # The page's clock, so the test can move it past midnight on the poll's clock.
+    await page.clock.install()
+    await page.goto(f"{gateway_url}/polls/{DEMO_POLL}")
+    voter_id = await page.evaluate(SAVE_SESSION)
+    today = datetime.now(zone).date()
+    form = page.locator("#vote-form")
+    outcome = page.locator("#outcome")
+
+    async def visit_with(record: dict[str, Any]) -> None:
+        await page.evaluate(REMEMBER, [DEMO_POLL, record])
+        await page.reload()
+        await expect(page.get_by_role("heading", level=1)).to_be_visible()
+
+    # Another voter's day on this device, or an earlier day of this voter: the vote is open.
+    other = {"voter_id": "v-someone-else", "day": today.isoformat(), "votes": ["a"], "full": False}
+    await visit_with(other)
+    await expect(form).to_be_visible()
+    earlier = {"voter_id": voter_id, "day": (today - timedelta(days=1)).isoformat(), "votes": ["a"]}
+    await visit_with({**earlier, "full": True})
+    await expect(form).to_be_visible()
+
+    # This voter's own day, used up: the page says so and asks for no captcha.
+    captcha_requests = count_captcha_requests(page)
+    await visit_with({"voter_id": voter_id, "day": today.isoformat(), "votes": [], "full": True})
+    await expect(outcome).to_contain_text("今天已投票")
+    await expect(form).to_be_hidden()
+    assert captcha_requests == []
+
+    # Once the next day begins on the poll's clock, the form comes back by itself.
+    midnight = datetime.combine(today + timedelta(days=1), time(0), zone)
+    await page.clock.fast_forward(
+        int((midnight - datetime.now(zone)).total_seconds() * 1000) + 20_000
     )
+    await expect(form).to_be_visible()
+    await expect(page.locator("#captcha-image")).to_have_attribute("src", re.compile("^data:"))
+    await expect(outcome).to_be_empty()
 
 
 def vote_through_the_api(gateway_url: str, captcha_secret: str) -> None:

@@ -19,6 +19,7 @@
   const clockOffset = Date.parse(D.server_now) - Date.now();
   const now = () => Date.now() + clockOffset;
   const $ = (id) => document.getElementById(id);
+  const pad2 = (n) => String(n).padStart(2, "0");
   const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
 
   function t(key, values) {
@@ -247,7 +248,8 @@
     form.setAttribute("aria-busy", value ? "true" : "false");
   }
 
-  function showOutcome(kind, title, lines, focusTarget) {
+  // The outcome box's content, shown without moving the reader (see showOutcome).
+  function renderOutcome(kind, title, lines) {
     outcome.className = "outcome " + kind;
     outcome.replaceChildren();
     let heading = null;
@@ -257,6 +259,11 @@
       outcome.append(heading);
     }
     for (const line of lines) outcome.append(line instanceof Node ? line : el("p", line));
+    return heading;
+  }
+
+  function showOutcome(kind, title, lines, focusTarget) {
+    const heading = renderOutcome(kind, title, lines);
     const target = focusTarget || heading;
     if (target) {
       target.focus({ preventScroll: true });
@@ -264,7 +271,80 @@
     }
   }
 
+  // ---- Today's votes, remembered on this device ----
+  // A voter who comes back on a day they have used up sees so at once, with when they can
+  // vote again, instead of typing a captcha only to be turned away. Antifraud still
+  // decides every vote; this record only spares the voter (and the captcha pool) the trip.
+  // It is kept per poll and belongs to the voter id that cast the votes.
+
+  const VOTED_KEY = "votes.voted." + D.poll;
+
+  function pollToday() {
+    const p = zoneParts(now());
+    return p.year + "-" + pad2(p.month) + "-" + pad2(p.day);
+  }
+
+  function votedRecord() {
+    const store = storage();
+    const session = savedSession();
+    if (!store || !session) return null;
+    try {
+      const record = JSON.parse(store.getItem(VOTED_KEY) || "null");
+      if (record && record.voter_id === session.voter_id && Array.isArray(record.votes)) {
+        return record;
+      }
+    } catch {
+      // unreadable: as if nothing was kept
+    }
+    return null;
+  }
+
+  function rememberDecision(decision) {
+    const store = storage();
+    const session = savedSession();
+    // A vote decided for a day that has already passed tells nothing about today.
+    if (!store || !session || !decision.day || decision.day !== pollToday()) return;
+    let record = votedRecord();
+    if (!record || record.day !== decision.day) {
+      record = { voter_id: session.voter_id, day: decision.day, votes: [], full: false };
+    }
+    if (decision.status === "accepted" && !record.votes.includes(decision.vote_id)) {
+      record.votes.push(decision.vote_id);
+    }
+    if (decision.reason === "daily_limit") record.full = true;
+    try {
+      store.setItem(VOTED_KEY, JSON.stringify(record));
+    } catch {
+      // full or refused: the voter will simply see the form next time
+    }
+  }
+
+  // Today's record when this voter has used up today's votes, else null.
+  function usedUpToday() {
+    const record = votedRecord();
+    if (!record || record.day !== pollToday()) return null;
+    return record.full || record.votes.length >= D.daily_limit ? record : null;
+  }
+
+  // Instead of the form: that today's votes are in, and when the next day begins. The
+  // form comes back by itself when it does.
+  function showVotedToday(record) {
+    form.hidden = true;
+    const lines = [t("vote_day", { day: formatVotingDay(record.day) })];
+    lines.push(t("next_vote", { time: nextDayStarts(record.day), zone: D.zone_label }));
+    const last = record.votes[record.votes.length - 1];
+    if (last) lines.push(el("p", t("vote_id", { id: last }), "small"));
+    renderOutcome("accepted", S.voted_today_title, lines);
+    const watch = setInterval(() => {
+      if (pollToday() === record.day) return;
+      clearInterval(watch);
+      renderOutcome("", null, []);
+      openForm();
+    }, 15000);
+  }
+
   function showAccepted(decision) {
+    rememberDecision(decision);
     const lines = [S.accepted_body];
     if (decision.day) lines.push(t("vote_day", { day: formatVotingDay(decision.day) }));
     if (D.daily_limit === 1) {
@@ -296,6 +376,7 @@
   };
 
   function showRejected(decision) {
+    rememberDecision(decision);
     const reason = decision.reason || "";
     let message;
     if (reason === "daily_limit") {
@@ -403,9 +484,13 @@
     }
   }
 
+  function openForm() {
+    form.hidden = false;
+    loadCaptcha();
+  }
+
   function startVoting() {
     if (!form) return;
-    form.hidden = false;
     form.addEventListener("submit", submitVote);
     $("captcha-refresh").addEventListener("click", () => {
       loadCaptcha();
@@ -414,7 +499,9 @@
     form.addEventListener("change", (event) => {
       if (event.target.name === "choice") setFieldError(choiceError, null, "");
     });
-    loadCaptcha();
+    const usedUp = usedUpToday();
+    if (usedUp) showVotedToday(usedUp);
+    else openForm();
   }
 
   // ---- Countdown ----
@@ -427,7 +514,6 @@
     // Reload only when the moment passes while this page is open: the server then renders
     // the new state. A page that loaded already past it must not reload in a loop.
     const armed = target > now();
-    const pad = (n) => String(n).padStart(2, "0");
     const tick = () => {
       const left = target - now();
       if (left <= 0) {
@@ -437,8 +523,8 @@
       }
       const s = Math.floor(left / 1000);
       const days = Math.floor(s / 86400);
-      const clock = pad(Math.floor((s % 86400) / 3600)) + ":" + pad(Math.floor((s % 3600) / 60))
-        + ":" + pad(s % 60);
+      const clock = pad2(Math.floor((s % 86400) / 3600)) + ":"
+        + pad2(Math.floor((s % 3600) / 60)) + ":" + pad2(s % 60);
       value.textContent = (days > 0 ? t("countdown_days", { n: days }) + " " : "") + clock;
       setTimeout(tick, (left % 1000) + 20);
     };
