@@ -9,9 +9,12 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from playwright.async_api import Browser, Locator, Page, Route, expect
+
+from shared.events import format_utc
 
 pytestmark = pytest.mark.e2e
 
@@ -66,3 +69,35 @@ async def test_a_draw_without_entries_says_so_and_when_it_was_made(
     await expect(winners).to_have_text(["None: the draw had no eligible entries."])
     reserves = closed.locator("tbody[data-field='reserve_list'] td")
     await expect(reserves).to_have_text(["None: no eligible entry was left over."])
+
+
+async def test_a_console_left_open_over_the_close_brings_up_the_draw_by_itself(
+    console: Page, gateway_url: str, staff_token: str, closed_poll: str
+) -> None:
+    # The first listing has the closed poll still open, closing in a minute; later ones
+    # are the service's own. The page's clock is moved past the close, nothing clicked.
+    listings = 0
+    closes_at = datetime.now(UTC) + timedelta(minutes=1)
+
+    async def still_open_at_first(route: Route) -> None:
+        nonlocal listings
+        listings += 1
+        response = await route.fetch()
+        data = await response.json()
+        if listings == 1:
+            for poll in data["polls"]:
+                if poll["poll_id"] == closed_poll:
+                    poll.update(state="open", closes_at=format_utc(closes_at), drawn_at=None)
+        await route.fulfill(response=response, body=json.dumps(data))
+
+    await console.clock.install()
+    await console.route(re.compile(r".*/staff/api/polls$"), still_open_at_first)
+    await sign_in(console, gateway_url, staff_token)
+    closed = card(console, closed_poll)
+    before_close = closed.locator("[data-part='before-close']")
+    await expect(before_close).to_be_visible()
+
+    await console.clock.fast_forward(70_000)
+    await expect(before_close).to_be_hidden()
+    await expect(closed.locator(".state")).not_to_have_text("open")
+    assert listings == 2

@@ -5,7 +5,9 @@
 
 (function () {
   const TOKEN_KEY = "lottery-staff-token";
+  const LONGEST_TIMER_MS = 2 ** 31 - 1; // a longer setTimeout fires at once
   const $ = (id) => document.getElementById(id);
+  let nextChange = null;
 
   function token() {
     return sessionStorage.getItem(TOKEN_KEY);
@@ -34,6 +36,7 @@
 
   function showSignIn(message) {
     sessionStorage.removeItem(TOKEN_KEY);
+    clearTimeout(nextChange);
     $("sign-in").hidden = false;
     $("who").hidden = true;
     $("sign-out").hidden = true;
@@ -204,6 +207,24 @@
     $("refresh").hidden = false;
     $("status").textContent = data.polls.length ? "" : "No poll in the catalog has a prize draw.";
     $("polls").replaceChildren(...data.polls.map(renderPoll));
+    reloadAtNextChange(data.polls);
+  }
+
+  // A console left open across an opening (the commitment appears) or a close (the draw
+  // becomes available) shows it without a click: it reloads just after the next one. A
+  // moment this browser's clock has passed but the service has not yet seen is tried
+  // again every few seconds.
+  function reloadAtNextChange(polls) {
+    clearTimeout(nextChange);
+    const moments = [];
+    for (const poll of polls) {
+      if (poll.state !== "open") continue;
+      if (!poll.commitment) moments.push(Date.parse(poll.opens_at));
+      moments.push(Date.parse(poll.closes_at));
+    }
+    if (!moments.length) return;
+    const wait = Math.max(Math.min(...moments) + 2000 - Date.now(), 5000);
+    nextChange = setTimeout(load, Math.min(wait, LONGEST_TIMER_MS));
   }
 
   $("sign-in-form").addEventListener("submit", (event) => {
