@@ -1,19 +1,16 @@
 """Every string the voter sees, in both languages, in one place.
 
-The pages are Chinese by default (the audience is a Chinese district); English is chosen
-with `?lang=en`, remembered in a `lang` cookie. Placeholders use `{name}`: Python fills
+The pages are Chinese by default, English with `?lang=en` (`shared.lang`), remembered in
+the `lang` cookie. Placeholders use `{name}`: Python fills
 them with `str.format`, the page script with a plain replace, so the same text serves
 both. The keys in `JS_KEYS` are embedded into the voting page for its script.
 """
 
 from __future__ import annotations
 
-from typing import Final, Literal
+from typing import Final
 
-Lang = Literal["zh", "en"]
-LANGS: Final[tuple[Lang, ...]] = ("zh", "en")
-DEFAULT_LANG: Final[Lang] = "zh"
-HTML_LANG: Final[dict[Lang, str]] = {"zh": "zh-CN", "en": "en"}
+from shared.lang import Lang
 
 # Zones where the voter's own name for the clock is "Beijing time": the daily-limit message
 # must say which clock "come back after 00:00" refers to, in words the voter uses.
@@ -330,15 +327,6 @@ JS_KEYS: Final[tuple[str, ...]] = (
     "lottery_you_won",
     "lottery_audit",
 )
-
-
-def parse_lang(value: str | None) -> Lang | None:
-    """A supported language code, or None for anything else (never trust the raw value)."""
-    if value == "zh":
-        return "zh"
-    if value == "en":
-        return "en"
-    return None
 
 
 def text(lang: Lang, key: str, **values: object) -> str:

@@ -26,22 +26,14 @@ from starlette.routing import BaseRoute, Mount, Route
 from starlette.staticfiles import PathLike, StaticFiles
 from starlette.types import Scope
 
-from services.vote_ingest.i18n import (
-    DEFAULT_LANG,
-    HTML_LANG,
-    Lang,
-    js_strings,
-    parse_lang,
-    text,
-    zone_name,
-)
+from services.vote_ingest.i18n import js_strings, text, zone_name
 from shared.catalog import OPTION_LABELS, Catalog, Poll, PollState
+from shared.lang import DEFAULT_LANG, HTML_LANG, LANG_COOKIE, Lang, parse_lang
 
 HERE: Final = Path(__file__).parent
 STATIC_DIR: Final = HERE / "static"
 TEMPLATES_DIR: Final = HERE / "templates"
 API_BASE: Final = "/api/v1"
-LANG_COOKIE: Final = "lang"
 LANG_COOKIE_MAX_AGE: Final = 365 * 24 * 3600
 
 # Assets are referenced as /static/NAME?v=HASH: a URL that names the content can be cached

@@ -15,6 +15,7 @@ from starlette.applications import Starlette
 from services.vote_ingest import i18n
 from services.vote_ingest.pages import STATIC_DIR, TEMPLATES_DIR, asset_versions, page_routes
 from shared.catalog import Catalog, parse_catalog
+from shared.lang import LANGS
 
 NOW = datetime(2022, 1, 5, 12, 0, tzinfo=UTC)  # 20:00 in Beijing, mid-campaign
 
@@ -278,7 +279,7 @@ def test_no_external_urls_in_templates_or_assets(path: Path) -> None:
 
 @pytest.mark.parametrize("path", ["/", "/polls/open-poll", "/polls/closed-poll", "/polls/x"])
 async def test_no_external_urls_in_rendered_pages(client: httpx.AsyncClient, path: str) -> None:
-    for lang in i18n.LANGS:
+    for lang in LANGS:
         assert not EXTERNAL_URL.search((await client.get(f"{path}?lang={lang}")).text)
 
 
@@ -286,7 +287,7 @@ def test_both_languages_have_the_same_strings() -> None:
     assert set(i18n.STRINGS["zh"]) == set(i18n.STRINGS["en"])
     assert set(i18n.JS_KEYS) <= set(i18n.STRINGS["zh"])
     for key in i18n.STRINGS["zh"]:
-        fields = [set(re.findall(r"\{(\w+)\}", i18n.STRINGS[lang][key])) for lang in i18n.LANGS]
+        fields = [set(re.findall(r"\{(\w+)\}", i18n.STRINGS[lang][key])) for lang in LANGS]
         assert fields[0] == fields[1], f"{key} uses the same placeholders in both languages"
 
 
