@@ -15,7 +15,7 @@ from collections.abc import Awaitable, Callable, Iterable
 from pathlib import Path
 from typing import Final
 
-from jinja2 import Environment, FileSystemLoader, select_autoescape
+from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 from starlette.routing import BaseRoute, Mount, Route
@@ -23,11 +23,13 @@ from starlette.staticfiles import StaticFiles
 
 from services.lottery import store
 from services.lottery.bodies import parse_draw
+from services.lottery.console_text import STRINGS, choose_lang
 from services.lottery.handlers import Lottery, WinnerRow
 from services.lottery.http import BASE, NO_STORE
 from shared.auth import StaffTokens
 from shared.errors import ApiError
 from shared.http import JsonResponse, read_json
+from shared.lang import HTML_LANG, LANG_COOKIE
 
 log = logging.getLogger(__name__)
 
@@ -79,6 +81,7 @@ class StaffDesk:
         env = Environment(
             loader=FileSystemLoader(HERE / "templates"),
             autoescape=select_autoescape(["html"]),
+            undefined=StrictUndefined,
         )
         self._console = env.get_template("staff.html")
 
@@ -152,7 +155,12 @@ class StaffDesk:
 
     async def console(self, request: Request) -> Response:
         # The page itself holds no data: everything comes from the audited JSON call.
-        return HTMLResponse(self._console.render(), headers=PAGE_HEADERS)
+        lang = choose_lang(request.query_params.get("lang"), request.cookies.get(LANG_COOKIE))
+        strings = STRINGS[lang]
+        page = self._console.render(
+            html_lang=HTML_LANG[lang], t=strings.__getitem__, strings=strings
+        )
+        return HTMLResponse(page, headers=PAGE_HEADERS)
 
     def routes(self) -> list[BaseRoute]:
         async def to_console(request: Request) -> Response:

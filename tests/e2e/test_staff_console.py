@@ -1,7 +1,8 @@
 """Staff open the prize-draw console in a browser, sign in, and read each poll's draw.
 
 The browser's own zone is New York: the console must show the poll's clock (the close
-is "09:00" in Beijing), named, not the browser's.
+is "09:00" in Beijing), named, not the browser's. The console is Chinese unless English is
+asked for; most tests use the English one.
 """
 
 from __future__ import annotations
@@ -29,7 +30,8 @@ async def console(browser: Browser) -> AsyncIterator[Page]:
 
 
 async def sign_in(page: Page, gateway_url: str, staff_token: str) -> None:
-    await page.goto(f"{gateway_url}/staff/")
+    """Sign in to the English console."""
+    await page.goto(f"{gateway_url}/staff/?lang=en")
     await page.get_by_label("Staff token").fill(staff_token)
     await page.get_by_role("button", name="Sign in").click()
     await expect(page.get_by_role("button", name="Sign out")).to_be_visible()
@@ -101,3 +103,66 @@ async def test_a_console_left_open_over_the_close_brings_up_the_draw_by_itself(
     await expect(before_close).to_be_hidden()
     await expect(closed.locator(".state")).not_to_have_text("open")
     assert listings == 2
+
+
+async def test_the_console_is_chinese_by_default_and_switches_to_english_signed_in(
+    console: Page, gateway_url: str, staff_token: str, closed_poll: str
+) -> None:
+    await console.goto(f"{gateway_url}/staff/")
+    await expect(console.locator("html")).to_have_attribute("lang", "zh-CN")
+    await console.get_by_label("工作人员令牌").fill(staff_token)
+    await console.get_by_role("button", name="登录").click()
+    await expect(console.get_by_role("button", name="退出登录")).to_be_visible()
+    closed = card(console, closed_poll)
+    await expect(closed).to_contain_text(
+        "2021年12月20日 09:00 → 2022年1月8日 09:00 (Asia/Shanghai)"
+    )
+    await expect(closed.locator(".state")).to_have_text(re.compile("^(待抽奖|已开奖)$"))
+    await expect(closed).to_contain_text("30 份 青年文化盲盒，另设候补 10 名")
+
+    # The token lives in the tab: switching language keeps the console signed in.
+    await console.get_by_role("link", name="English").click()
+    await expect(console.locator("html")).to_have_attribute("lang", "en")
+    await expect(console.get_by_role("button", name="Sign out")).to_be_visible()
+    await expect(closed.locator(".state")).to_have_text(re.compile("^(awaiting draw|drawn)$"))
+    await expect(closed).to_contain_text("30 × 青年文化盲盒, 10 reserves")  # noqa: RUF001
+
+
+async def test_a_refused_draw_is_explained_in_the_console_s_language(
+    console: Page, gateway_url: str, staff_token: str, closed_poll: str
+) -> None:
+    # The stack's draw may already be made; the console is shown the poll awaiting its
+    # draw, and the service's refusal while votes are still in the pipeline.
+    async def awaiting(route: Route) -> None:
+        response = await route.fetch()
+        data = await response.json()
+        for poll in data["polls"]:
+            if poll["poll_id"] == closed_poll:
+                poll.update(state="awaiting_draw", drawn_at=None)
+        await route.fulfill(response=response, body=json.dumps(data))
+
+    async def not_drained(route: Route) -> None:
+        problem = {
+            "type": "about:blank",
+            "title": "Conflict",
+            "status": 409,
+            "detail": "votes received before the close are still being decided; retry shortly",
+            "code": "pipeline_not_drained",
+            "left": {"antifraud": 3},
+        }
+        await route.fulfill(
+            status=409, content_type="application/problem+json", body=json.dumps(problem)
+        )
+
+    await console.route(re.compile(r".*/staff/api/polls$"), awaiting)
+    await console.route(re.compile(r".*/lottery/draw$"), not_drained)
+    await console.goto(f"{gateway_url}/staff/")
+    await console.get_by_label("工作人员令牌").fill(staff_token)
+    await console.get_by_role("button", name="登录").click()
+    closed = card(console, closed_poll)
+    await closed.get_by_label("评议项目编号").fill(closed_poll)
+    await closed.get_by_role("button", name="开始抽奖").click()
+    await expect(closed.get_by_role("alert")).to_have_text(
+        "截止前收到的选票仍在处理中，请稍后重试。 (pipeline_not_drained)"
+    )
+    await expect(closed.get_by_role("button", name="开始抽奖")).to_be_enabled()

@@ -6,7 +6,9 @@ import base64
 import contextlib
 import csv
 import io
+import json
 import os
+import re
 from collections.abc import AsyncIterator
 from datetime import UTC, date, datetime, timedelta, timezone
 from pathlib import Path
@@ -18,6 +20,7 @@ from hypothesis import strategies as st
 from pydantic import ValidationError
 from starlette.applications import Starlette
 
+from services.lottery import console_text
 from services.lottery.bodies import parse_draw, parse_entry
 from services.lottery.consumer import days_voted
 from services.lottery.handlers import Lottery, WinnerRow
@@ -259,7 +262,7 @@ async def _no_lifespan(app: Starlette) -> AsyncIterator[None]:
     yield
 
 
-async def test_the_console_page_loads_and_its_data_needs_a_staff_token(catalog: Catalog) -> None:
+def console_client(catalog: Catalog) -> httpx.AsyncClient:
     cipher = parse_keyring(base64.b64encode(os.urandom(32)).decode())
 
     async def nothing_left() -> dict[str, int]:
@@ -269,7 +272,11 @@ async def test_the_console_page_loads_and_its_data_needs_a_staff_token(catalog: 
     desk = StaffDesk(lottery, StaffTokens("alice=" + "0" * 64))
     app = build_app("lottery", "test", desk.routes(), Health("lottery", []), _no_lifespan)
     transport = httpx.ASGITransport(app=app)
-    async with httpx.AsyncClient(transport=transport, base_url="http://lottery.test") as client:
+    return httpx.AsyncClient(transport=transport, base_url="http://lottery.test")
+
+
+async def test_the_console_page_loads_and_its_data_needs_a_staff_token(catalog: Catalog) -> None:
+    async with console_client(catalog) as client:
         page = await client.get("/staff/")
         script = await client.get("/staff/static/staff.js")
         data = await client.get("/staff/api/polls")
@@ -278,3 +285,52 @@ async def test_the_console_page_loads_and_its_data_needs_a_staff_token(catalog: 
     assert "default-src 'none'" in page.headers["content-security-policy"]
     assert script.status_code == 200 and "sessionStorage" in script.text
     assert (data.status_code, wrong.status_code) == (401, 403)
+
+
+def console_strings(page: httpx.Response) -> dict[str, str]:
+    found = re.search(
+        r'<script type="application/json" id="console-strings">(.*?)</script>', page.text
+    )
+    assert found, "the console page carries its script's strings"
+    strings = json.loads(found.group(1))
+    assert isinstance(strings, dict)
+    return strings
+
+
+@pytest.mark.parametrize(
+    ("query", "cookie", "html_lang", "heading"),
+    [
+        ("", None, "zh-CN", "抽奖 · 工作人员控制台"),
+        ("?lang=en", None, "en", "Prize draw · staff console"),
+        ("", "en", "en", "Prize draw · staff console"),
+        ("?lang=zh", "en", "zh-CN", "抽奖 · 工作人员控制台"),
+        ("?lang=fr", "klingon", "zh-CN", "抽奖 · 工作人员控制台"),
+    ],
+)
+async def test_the_console_speaks_chinese_unless_english_is_asked_for(
+    catalog: Catalog, query: str, cookie: str | None, html_lang: str, heading: str
+) -> None:
+    async with console_client(catalog) as client:
+        if cookie:
+            client.cookies.set("lang", cookie)
+        page = await client.get("/staff/" + query)
+    assert page.status_code == 200
+    assert f'<html lang="{html_lang}">' in page.text
+    assert f"<h1>{heading}</h1>" in page.text
+    assert console_strings(page)["title"] == heading
+
+
+def test_both_console_languages_have_the_same_strings_and_placeholders() -> None:
+    assert set(console_text.STRINGS["zh"]) == set(console_text.STRINGS["en"])
+    for key, zh in console_text.STRINGS["zh"].items():
+        en = console_text.STRINGS["en"][key]
+        assert set(re.findall(r"\{(\w+)\}", zh)) == set(re.findall(r"\{(\w+)\}", en)), key
+
+
+def test_every_string_the_console_script_names_exists() -> None:
+    script = (Path(console_text.__file__).parent / "static" / "staff.js").read_text("utf-8")
+    named = set(re.findall(r'\bt\("(\w+)"', script)) | set(re.findall(r"\bS\.(\w+)", script))
+    assert named, 'the script reads its strings as t("key") or S.key'
+    assert named <= set(console_text.STRINGS["zh"])
+    # Looked up by name: "state_" + the poll's state.
+    assert {f"state_{state.value}" for state in LotteryState} <= set(console_text.STRINGS["zh"])

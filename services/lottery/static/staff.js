@@ -1,13 +1,22 @@
 // Staff console: sign in with the staff token (kept in sessionStorage, so it is gone when
 // the tab closes), list each poll's draw, draw with a typed confirmation, download the
-// winners CSV. No framework, no build step, nothing loaded from elsewhere.
+// winners CSV. No framework, no build step, nothing loaded from elsewhere. Every string
+// comes from the page, in its language (services/lottery/console_text.py).
 "use strict";
 
 (function () {
   const TOKEN_KEY = "lottery-staff-token";
   const LONGEST_TIMER_MS = 2 ** 31 - 1; // a longer setTimeout fires at once
   const $ = (id) => document.getElementById(id);
+  const S = JSON.parse($("console-strings").textContent);
+  const LOCALE = document.documentElement.lang === "zh-CN" ? "zh-CN" : "en-GB";
   let nextChange = null;
+
+  function t(key, values) {
+    return S[key].replace(/\{(\w+)\}/g, (whole, name) =>
+      values && name in values ? String(values[name]) : whole,
+    );
+  }
 
   function token() {
     return sessionStorage.getItem(TOKEN_KEY);
@@ -25,10 +34,14 @@
     return response;
   }
 
+  // A refusal in the console's words where it has them, the service's otherwise; the code
+  // is kept either way, for a call to the on-call engineer.
   async function problem(response) {
     try {
       const data = await response.json();
-      return (data.detail || data.title || response.statusText) + (data.code ? " (" + data.code + ")" : "");
+      const known = data.code && S["error_" + data.code];
+      const text = known || data.detail || data.title || response.statusText;
+      return text + (data.code ? " (" + data.code + ")" : "");
     } catch {
       return response.status + " " + response.statusText;
     }
@@ -52,7 +65,7 @@
   // whatever zone the browser is in.
   function pollTime(iso, zone) {
     if (!iso) return "";
-    return new Intl.DateTimeFormat("en-GB", {
+    return new Intl.DateTimeFormat(LOCALE, {
       timeZone: zone,
       year: "numeric",
       month: "short",
@@ -74,14 +87,14 @@
       ...entries.map(([days, n]) => {
         const column = document.createElement("div");
         column.className = "bar-col";
-        column.title = n + " entries voted on " + days + " day(s)";
+        column.title = t("histogram_title", { n, days });
         const count = document.createElement("span");
         count.textContent = n;
         const fill = document.createElement("div");
         fill.className = "fill";
         fill.style.height = Math.round((n / top) * 80) + "%";
         const label = document.createElement("span");
-        label.textContent = days + "d";
+        label.textContent = t("histogram_label", { days });
         column.append(count, fill, label);
         return column;
       }),
@@ -113,15 +126,17 @@
 
   function renderPoll(poll) {
     const card = $("poll-card").content.firstElementChild.cloneNode(true);
-    for (const name of ["title", "poll_id", "state", "prize", "prizes", "reserves", "entries", "eligible"]) {
-      field(card, name).textContent = poll[name];
-    }
+    field(card, "title").textContent = poll.title;
+    field(card, "poll_id").textContent = poll.poll_id;
+    field(card, "state").textContent = S["state_" + poll.state] || poll.state;
+    field(card, "prize_line").textContent = t("prize_line", poll);
+    field(card, "entries_line").textContent = t("entries_line", poll);
     field(card, "opens_at").textContent = pollTime(poll.opens_at, poll.timezone);
     field(card, "closes_at").textContent = pollTime(poll.closes_at, poll.timezone);
     field(card, "timezone").textContent = poll.timezone;
     field(card, "drawn_at").textContent = pollTime(poll.drawn_at, poll.timezone);
     for (const part of card.querySelectorAll('[data-part="drawn"]')) part.hidden = !poll.drawn_at;
-    field(card, "commitment").textContent = poll.commitment || "not fixed yet (voting has not opened)";
+    field(card, "commitment").textContent = poll.commitment || S.no_commitment;
     fillHistogram(field(card, "histogram"), poll.days_histogram);
     const drawPart = card.querySelector('[data-part="draw"]');
     const results = card.querySelector('[data-part="results"]');
@@ -129,8 +144,8 @@
     card.querySelector('[data-part="before-close"]').hidden = poll.state !== "open";
     results.hidden = poll.state !== "drawn";
     if (poll.state === "drawn") {
-      fillRanked(field(card, "winners"), poll.winners, "None: the draw had no eligible entries.");
-      fillRanked(field(card, "reserve_list"), poll.reserve_list, "None: no eligible entry was left over.");
+      fillRanked(field(card, "winners"), poll.winners, S.no_winners);
+      fillRanked(field(card, "reserve_list"), poll.reserve_list, S.no_reserves);
       field(card, "audit").href = "/api/v1/polls/" + encodeURIComponent(poll.poll_id) + "/lottery/audit";
     }
     const confirm = card.querySelector('[data-input="confirm"]');
@@ -166,7 +181,7 @@
       await load();
     } catch (error) {
       button.disabled = false;
-      showError(card, "The draw could not be requested: " + error);
+      showError(card, t("draw_failed", { error }));
     }
   }
 
@@ -186,12 +201,12 @@
   }
 
   async function load() {
-    $("status").textContent = "Loading…";
+    $("status").textContent = S.loading;
     let response;
     try {
       response = await call("GET", "/staff/api/polls");
     } catch (error) {
-      $("status").textContent = "The lottery service cannot be reached: " + error;
+      $("status").textContent = t("unreachable", { error });
       return;
     }
     if (response.status === 401 || response.status === 403) return showSignIn(await problem(response));
@@ -202,10 +217,10 @@
     const data = await response.json();
     $("sign-in").hidden = true;
     $("who").hidden = false;
-    $("who").textContent = "Signed in as " + data.staff;
+    $("who").textContent = t("signed_in_as", { who: data.staff });
     $("sign-out").hidden = false;
     $("refresh").hidden = false;
-    $("status").textContent = data.polls.length ? "" : "No poll in the catalog has a prize draw.";
+    $("status").textContent = data.polls.length ? "" : S.no_polls;
     $("polls").replaceChildren(...data.polls.map(renderPoll));
     reloadAtNextChange(data.polls);
   }

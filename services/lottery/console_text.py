@@ -1,0 +1,132 @@
+"""Every string of the staff console, in both languages.
+
+The console is Chinese by default, like the voting pages (the staff are the district's);
+English with `?lang=en`, or when the voting pages' `lang` cookie says so (`shared.lang`).
+The template shows them as they are; the console script reads its own from the page and
+fills their `{name}` placeholders with a plain replace.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+from shared.lang import DEFAULT_LANG, Lang, parse_lang
+
+STRINGS: Final[dict[Lang, dict[str, str]]] = {
+    "zh": {
+        "title": "抽奖 · 工作人员控制台",
+        "switch_label": "English",
+        "switch_lang": "en",
+        "refresh": "刷新",
+        "sign_out": "退出登录",
+        "sign_in": "登录",
+        "token_label": "工作人员令牌",
+        "token_hint": "令牌只保存在本浏览器标签页中，关闭标签页即清除。",
+        "fact_state": "状态",
+        "fact_voting": "投票时间",
+        "fact_drawn": "开奖时间",
+        "fact_prize": "奖品",
+        "fact_entries": "报名",
+        "fact_commitment": "承诺值",
+        "prize_line": "{prizes} 份 {prize}，另设候补 {reserves} 名",
+        "entries_line": "{entries} 人（其中 {eligible} 人至少投票 1 天）",
+        "histogram_heading": "按投票天数统计的报名",
+        "histogram_label": "{days} 天",
+        "histogram_title": "{n} 人投票 {days} 天",
+        "before_close": "投票结束后才能抽奖。",
+        "draw_heading": "抽奖",
+        "draw_once": "抽奖只进行一次，不可重抽。请输入评议项目编号以确认。",
+        "entropy_label": "公开随机数（可选，例如投票结束后公布的收盘指数）",
+        "confirm_label": "评议项目编号",
+        "draw_button": "开始抽奖",
+        "winners_heading": "中奖名单",
+        "reserves_heading": "候补名单",
+        "col_rank": "名次",
+        "col_entry": "报名编号",
+        "col_name": "姓名",
+        "col_phone": "手机号",
+        "csv_button": "下载中奖名单 CSV（完整信息）",
+        "audit_link": "公开审计记录",
+        "state_open": "投票中",
+        "state_awaiting_draw": "待抽奖",
+        "state_drawn": "已开奖",
+        "no_commitment": "尚未生成（投票尚未开始）",
+        "no_winners": "无：没有符合条件的报名。",
+        "no_reserves": "无：中奖之外没有剩余的符合条件的报名。",
+        "loading": "正在加载…",
+        "signed_in_as": "已登录：{who}",
+        "no_polls": "评议目录中没有设抽奖的项目。",
+        "unreachable": "无法连接抽奖服务：{error}",
+        "draw_failed": "抽奖请求未能发出：{error}",
+        "error_poll_open": "投票尚未结束，结束后才能抽奖。",
+        "error_poll_settling": "投票刚刚结束，截止前提交的选票可能仍在传送中，请几秒后重试。",
+        "error_pipeline_not_drained": "截止前收到的选票仍在处理中，请稍后重试。",
+        "error_unauthorized": "请先登录。",
+        "error_forbidden": "令牌无效，请重新登录。",
+    },
+    "en": {
+        "title": "Prize draw · staff console",
+        "switch_label": "中文",
+        "switch_lang": "zh",
+        "refresh": "Refresh",
+        "sign_out": "Sign out",
+        "sign_in": "Sign in",
+        "token_label": "Staff token",
+        "token_hint": (
+            "The token stays in this browser tab only, and is forgotten when the tab closes."
+        ),
+        "fact_state": "State",
+        "fact_voting": "Voting",
+        "fact_drawn": "Drawn",
+        "fact_prize": "Prize",
+        "fact_entries": "Entries",
+        "fact_commitment": "Commitment",
+        "prize_line": "{prizes} × {prize}, {reserves} reserves",  # noqa: RUF001
+        "entries_line": "{entries} ({eligible} with at least one day)",
+        "histogram_heading": "Entries by days voted",
+        "histogram_label": "{days}d",
+        "histogram_title": "{n} entries voted on {days} day(s)",
+        "before_close": "The draw becomes available once voting has closed.",
+        "draw_heading": "Draw",
+        "draw_once": "The draw happens once and cannot be redone. Type the poll id to confirm.",
+        "entropy_label": (
+            "Optional public entropy (e.g. a closing index announced after the close)"
+        ),
+        "confirm_label": "Poll id",
+        "draw_button": "Draw winners",
+        "winners_heading": "Winners",
+        "reserves_heading": "Reserves",
+        "col_rank": "Rank",
+        "col_entry": "Entry",
+        "col_name": "Name",
+        "col_phone": "Phone",
+        "csv_button": "Download winners CSV (full details)",
+        "audit_link": "Public audit record",
+        "state_open": "open",
+        "state_awaiting_draw": "awaiting draw",
+        "state_drawn": "drawn",
+        "no_commitment": "not fixed yet (voting has not opened)",
+        "no_winners": "None: the draw had no eligible entries.",
+        "no_reserves": "None: no eligible entry was left over.",
+        "loading": "Loading…",
+        "signed_in_as": "Signed in as {who}",
+        "no_polls": "No poll in the catalog has a prize draw.",
+        "unreachable": "The lottery service cannot be reached: {error}",
+        "draw_failed": "The draw could not be requested: {error}",
+        "error_poll_open": "Voting has not closed yet; the draw comes after the close.",
+        "error_poll_settling": (
+            "Voting has only just closed and votes cast before it may still be arriving; "
+            "retry in a few seconds."
+        ),
+        "error_pipeline_not_drained": (
+            "Votes received before the close are still being processed; retry shortly."
+        ),
+        "error_unauthorized": "Please sign in.",
+        "error_forbidden": "That token is not valid; please sign in again.",
+    },
+}
+
+
+def choose_lang(asked: str | None, cookie: str | None) -> Lang:
+    """The console's language: the query's, else the voting pages' cookie's, else Chinese."""
+    return parse_lang(asked) or parse_lang(cookie) or DEFAULT_LANG
