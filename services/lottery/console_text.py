@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from typing import Final
 
+from shared.catalog import OPTION_LABELS
 from shared.lang import DEFAULT_LANG, Lang, parse_lang
 
 STRINGS: Final[dict[Lang, dict[str, str]]] = {
@@ -30,6 +31,16 @@ STRINGS: Final[dict[Lang, dict[str, str]]] = {
         "fact_commitment": "承诺值",
         "prize_line": "{prizes} 份 {prize}，另设候补 {reserves} 名",
         "entries_line": "{entries} 人（其中 {eligible} 人至少投票 1 天）",
+        "count_heading": "计票",
+        "count_private": "本项目的计票结果在投票结束后才向公众公开；此处仅工作人员可见。",
+        "col_option": "评价",
+        "col_votes": "票数",
+        "col_share": "占比",
+        "count_total_one": "共 {n} 票",
+        "count_total_other": "共 {n} 票",
+        "count_live": "实时，更新于 {time}",
+        "count_final": "最终结果",
+        "count_unavailable": "暂时无法获取计票结果：{error}",
         "histogram_heading": "按投票天数统计的报名",
         "histogram_label": "{days} 天",
         "histogram_title": "{n} 人投票 {days} 天",
@@ -83,6 +94,18 @@ STRINGS: Final[dict[Lang, dict[str, str]]] = {
         "fact_commitment": "Commitment",
         "prize_line": "{prizes} × {prize}, {reserves} reserves",  # noqa: RUF001
         "entries_line": "{entries} ({eligible} with at least one day)",
+        "count_heading": "Count",
+        "count_private": (
+            "This poll's count is published after the close; until then only staff see it."
+        ),
+        "col_option": "Rating",
+        "col_votes": "Votes",
+        "col_share": "Share",
+        "count_total_one": "{n} vote in total",
+        "count_total_other": "{n} votes in total",
+        "count_live": "Live, as of {time}",
+        "count_final": "Final",
+        "count_unavailable": "The count cannot be read right now: {error}",
         "histogram_heading": "Entries by days voted",
         "histogram_label": "{days}d",
         "histogram_title": "{n} entries voted on {days} day(s)",
@@ -125,6 +148,10 @@ STRINGS: Final[dict[Lang, dict[str, str]]] = {
         "error_forbidden": "That token is not valid; please sign in again.",
     },
 }
+
+# The ratings by their catalog ids, as the voting pages name them.
+for _lang in ("zh", "en"):
+    STRINGS[_lang].update({f"option_{o}": labels[_lang] for o, labels in OPTION_LABELS.items()})
 
 
 def choose_lang(asked: str | None, cookie: str | None) -> Lang:

@@ -285,7 +285,9 @@ class Lottery:
         return _view(poll, self.clock(), fixed, made, entries)
 
     async def staff_overview(self) -> list[dict[str, Any]]:
-        """Every poll with a draw: its state, entries, days histogram and masked results."""
+        """Every poll with a draw: its state, entries, days histogram and masked results.
+
+        Also its options and results policy, for the console's count (read from tally)."""
         await self.fix_due_commitments()
         now = self.clock()
         draws = await store.all_draws(self.pool)
@@ -301,6 +303,8 @@ class Lottery:
             view["opens_at"] = format_utc(poll.opens_at)
             view["closes_at"] = format_utc(poll.closes_at)
             view["timezone"] = poll.timezone
+            view["options"] = list(poll.options)
+            view["results"] = poll.results
             view["eligible"] = sum(1 for w in weights.values() if w > 0)
             view["days_histogram"] = days_histogram(weights.values())
             views.append(view)

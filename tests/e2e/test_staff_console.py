@@ -7,6 +7,7 @@ asked for; most tests use the English one.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 from collections.abc import AsyncIterator
@@ -16,8 +17,11 @@ import pytest
 from playwright.async_api import Browser, Locator, Page, Route, expect
 
 from shared.events import format_utc
+from tests.support.http import cast_vote, gateway_client, new_captcha, new_voter
 
 pytestmark = pytest.mark.e2e
+
+DEMO_POLL = "demo-reform"
 
 
 @pytest.fixture
@@ -166,3 +170,63 @@ async def test_a_refused_draw_is_explained_in_the_console_s_language(
         "截止前收到的选票仍在处理中，请稍后重试。 (pipeline_not_drained)"
     )
     await expect(closed.get_by_role("button", name="开始抽奖")).to_be_enabled()
+
+
+async def test_staff_follow_the_count_live_and_see_which_counts_are_not_yet_public(
+    console: Page, gateway_url: str, staff_token: str, captcha_secret: str
+) -> None:
+    # The demo poll publishes its count live; the listing is shown it with the other
+    # policy as well, for the note that only staff see the count before the close.
+    async def after_close(route: Route) -> None:
+        response = await route.fetch()
+        data = await response.json()
+        for poll in data["polls"]:
+            if poll["poll_id"] == DEMO_POLL:
+                poll.update(results="after_close")
+        await route.fulfill(response=response, body=json.dumps(data))
+
+    await console.route(re.compile(r".*/staff/api/polls$"), after_close)
+    await sign_in(console, gateway_url, staff_token)
+    demo = card(console, DEMO_POLL)
+    await expect(demo.locator("tbody[data-field='count'] td:first-child")).to_have_text(
+        ["Excellent", "Good", "Fair", "Poor"]
+    )
+    status = demo.locator("[data-field='count_status']")
+    await expect(status).to_have_text(re.compile(r"^[\d,]+ votes? in total · Live, as of "))
+    await expect(demo.locator("[data-part='count-private']")).to_be_visible()
+    before = int(re.sub(r"\D", "", (await status.inner_text()).split("·")[0]))
+
+    # A vote counted while the console stays open shows without a click.
+    await asyncio.to_thread(cast_one_vote, gateway_url, captcha_secret)
+    await console.wait_for_function(
+        """([node, n]) => Number(node.textContent.split("·")[0].replace(/\\D/g, "")) > n""",
+        arg=[await status.element_handle(), before],
+        timeout=20_000,
+    )
+
+
+@pytest.mark.parametrize(
+    ("lang", "expected"), [("en", "1 vote in total · Final"), ("zh", "共 1 票 · 最终结果")]
+)
+async def test_a_count_of_one_reads_in_the_language_s_singular(
+    console: Page, gateway_url: str, staff_token: str, closed_poll: str, lang: str, expected: str
+) -> None:
+    one = {"poll_id": closed_poll, "counts": {"good": 1}, "total": 1, "final": True}
+    one["as_of"] = "2022-01-08T01:00:00.000000Z"
+
+    async def served(route: Route) -> None:
+        await route.fulfill(content_type="application/json", body=json.dumps(one))
+
+    await console.route(re.compile(rf".*/polls/{closed_poll}/results$"), served)
+    await console.goto(f"{gateway_url}/staff/?lang={lang}")
+    await console.locator("#token").fill(staff_token)
+    await console.locator("#sign-in-form button").click()
+    status = card(console, closed_poll).locator("[data-field='count_status']")
+    await expect(status).to_have_text(expected)
+
+
+def cast_one_vote(gateway_url: str, captcha_secret: str) -> None:
+    with gateway_client(gateway_url) as client:
+        voter = new_voter(client)
+        response = cast_vote(client, DEMO_POLL, voter, "fair", new_captcha(client, captcha_secret))
+        assert response.status_code == 202, response.text

@@ -37,7 +37,7 @@ from services.lottery.schedule import (
 )
 from services.lottery.staff import StaffDesk, csv_cell, winners_csv
 from shared.auth import StaffTokens
-from shared.catalog import Catalog, Poll, parse_catalog
+from shared.catalog import OPTION_LABELS, Catalog, Poll, parse_catalog
 from shared.errors import ApiError, BadRequest, Conflict, Forbidden
 from shared.events import VoteAccepted
 from shared.http import Health, build_app
@@ -330,7 +330,10 @@ def test_both_console_languages_have_the_same_strings_and_placeholders() -> None
 def test_every_string_the_console_script_names_exists() -> None:
     script = (Path(console_text.__file__).parent / "static" / "staff.js").read_text("utf-8")
     named = set(re.findall(r'\bt\("(\w+)"', script)) | set(re.findall(r"\bS\.(\w+)", script))
+    counted = set(re.findall(r'\btn\("(\w+)"', script))
+    named |= {key + form for key in counted for form in ("_one", "_other")}
     assert named, 'the script reads its strings as t("key") or S.key'
     assert named <= set(console_text.STRINGS["zh"])
-    # Looked up by name: "state_" + the poll's state.
+    # Looked up by name: "state_" + the poll's state, "option_" + a rating.
     assert {f"state_{state.value}" for state in LotteryState} <= set(console_text.STRINGS["zh"])
+    assert {f"option_{option}" for option in OPTION_LABELS} <= set(console_text.STRINGS["zh"])

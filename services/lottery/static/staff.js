@@ -10,12 +10,22 @@
   const $ = (id) => document.getElementById(id);
   const S = JSON.parse($("console-strings").textContent);
   const LOCALE = document.documentElement.lang === "zh-CN" ? "zh-CN" : "en-GB";
+  const COUNT_EVERY_MS = 5000;
+  const numbers = new Intl.NumberFormat(LOCALE);
   let nextChange = null;
+  let countTimer = null;
+  let shown = []; // [{poll, card, final}] of the cards on the page
 
   function t(key, values) {
     return S[key].replace(/\{(\w+)\}/g, (whole, name) =>
       values && name in values ? String(values[name]) : whole,
     );
+  }
+
+  // A counted noun: the string's "_one" or "_other" form, as the console's language counts n.
+  const plurals = new Intl.PluralRules(LOCALE);
+  function tn(key, n, values) {
+    return t(key + (plurals.select(n) === "one" ? "_one" : "_other"), values);
   }
 
   function token() {
@@ -50,6 +60,8 @@
   function showSignIn(message) {
     sessionStorage.removeItem(TOKEN_KEY);
     clearTimeout(nextChange);
+    clearInterval(countTimer);
+    shown = [];
     $("sign-in").hidden = false;
     $("who").hidden = true;
     $("sign-out").hidden = true;
@@ -142,6 +154,8 @@
     const results = card.querySelector('[data-part="results"]');
     drawPart.hidden = poll.state !== "awaiting_draw";
     card.querySelector('[data-part="before-close"]').hidden = poll.state !== "open";
+    card.querySelector('[data-part="count-private"]').hidden =
+      !(poll.results === "after_close" && poll.state === "open");
     results.hidden = poll.state !== "drawn";
     if (poll.state === "drawn") {
       fillRanked(field(card, "winners"), poll.winners, S.no_winners);
@@ -221,8 +235,55 @@
     $("sign-out").hidden = false;
     $("refresh").hidden = false;
     $("status").textContent = data.polls.length ? "" : S.no_polls;
-    $("polls").replaceChildren(...data.polls.map(renderPoll));
+    shown = data.polls.map((poll) => ({ poll, card: renderPoll(poll), final: false }));
+    $("polls").replaceChildren(...shown.map((item) => item.card));
     reloadAtNextChange(data.polls);
+    clearInterval(countTimer);
+    refreshCounts();
+    countTimer = setInterval(refreshCounts, COUNT_EVERY_MS);
+  }
+
+  // ---- The count, live for staff (also where the public sees it only after the close) ----
+
+  function fillCount(item, result) {
+    const counts = result.counts || {};
+    const total = result.total || 0;
+    field(item.card, "count").replaceChildren(
+      ...item.poll.options.map((option) => {
+        const n = counts[option] || 0;
+        const tr = document.createElement("tr");
+        const share = total ? ((n * 100) / total).toFixed(1) + "%" : "–";
+        for (const value of [S["option_" + option] || option, numbers.format(n), share]) {
+          const td = document.createElement("td");
+          td.textContent = value;
+          tr.append(td);
+        }
+        return tr;
+      }),
+    );
+    item.final = Boolean(result.final);
+    const when = item.final
+      ? S.count_final
+      : t("count_live", { time: pollTime(result.as_of, item.poll.timezone) });
+    field(item.card, "count_status").textContent =
+      tn("count_total", total, { n: numbers.format(total) }) + " · " + when;
+  }
+
+  async function refreshCount(item) {
+    const status = field(item.card, "count_status");
+    try {
+      const path = "/api/v1/polls/" + encodeURIComponent(item.poll.poll_id) + "/results";
+      const response = await call("GET", path);
+      if (response.ok) return fillCount(item, await response.json());
+      status.textContent = t("count_unavailable", { error: await problem(response) });
+    } catch (error) {
+      status.textContent = t("count_unavailable", { error });
+    }
+  }
+
+  function refreshCounts() {
+    if (document.hidden) return; // a console in a background tab need not ask
+    for (const item of shown) if (!item.final) refreshCount(item);
   }
 
   // A console left open across an opening (the commitment appears) or a close (the draw
