@@ -370,3 +370,29 @@ async def test_a_draw_nobody_qualified_for_says_so(
     draw = page.locator("#lottery-draw")
     await expect(draw).to_contain_text("No entry qualified")
     await expect(draw.locator("ol.winners")).to_have_count(0)
+
+
+async def test_an_entered_voter_can_correct_the_number_while_entries_are_open(
+    phone: BrowserContext, gateway_url: str
+) -> None:
+    page = await phone.new_page()
+    await page.goto(f"{gateway_url}/polls/{DEMO_POLL}")
+    status = page.locator("#lottery-status")
+    await page.get_by_label("姓名").fill("王五")
+    await page.get_by_label("手机号码").fill("137 0013 7000")
+    await page.get_by_role("button", name="报名抽奖").click()
+    await expect(status).to_contain_text("已报名：137****7000")
+    await expect(page.get_by_label("手机号码")).to_be_hidden()
+
+    # The number was mistyped: the entry is corrected from the same page.
+    await page.get_by_role("button", name="修改姓名或手机号").click()
+    await expect(page.get_by_label("姓名")).to_be_focused()
+    await page.get_by_label("手机号码").fill("13700137001")
+    await page.get_by_role("button", name="保存修改").click()
+    await expect(status).to_contain_text("已报名：137****7001")
+    await expect(page.get_by_label("手机号码")).to_be_hidden()
+
+    # The service holds the correction: a later visit shows it.
+    await page.reload()
+    await expect(status).to_contain_text("已报名：137****7001")
+    await expect(page.get_by_role("button", name="修改姓名或手机号")).to_be_visible()

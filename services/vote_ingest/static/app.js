@@ -637,6 +637,10 @@
   let lotteryEntered = false;
   let myEntryId = null;
 
+  function lotterySubmitLabel() {
+    return lotteryEntered ? S.lottery_update : S.lottery_submit;
+  }
+
   function showEntry(entry) {
     lotteryEntered = true;
     myEntryId = entry.entry_id || null;
@@ -649,6 +653,19 @@
         ? t("lottery_days", { days: entry.days })
         : S.lottery_days_pending),
     );
+    // Prizes are delivered by phone: a mistyped number must be correctable while entries
+    // are open. A new entry moves this voter's days to it (contract section 8).
+    if (lotteryForm) {
+      const change = el("button", S.lottery_change, "button secondary");
+      change.type = "button";
+      change.addEventListener("click", () => {
+        change.hidden = true;
+        $("lottery-submit").textContent = lotterySubmitLabel();
+        lotteryForm.hidden = false;
+        $("lottery-name").focus();
+      });
+      lines.push(change);
+    }
     status.replaceChildren(...lines);
   }
 
@@ -707,7 +724,7 @@
       status.replaceChildren(el("p", S.lottery_failed));
     } finally {
       button.disabled = false;
-      button.textContent = S.lottery_submit;
+      button.textContent = lotterySubmitLabel();
     }
   }
 
