@@ -12,6 +12,7 @@ import json
 import re
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import pytest
 from playwright.async_api import Browser, Locator, Page, Route, expect
@@ -41,6 +42,27 @@ async def sign_in(page: Page, gateway_url: str, staff_token: str) -> None:
     await expect(page.get_by_role("button", name="Sign out")).to_be_visible()
 
 
+async def amend_listing(
+    page: Page, poll_id: str, changes: dict[str, Any], *, first_only: bool = False
+) -> list[int]:
+    """Serve the console the service's poll listing with `changes` made to one poll (to
+    the first listing only, if asked). The returned list counts the listings served."""
+    served: list[int] = []
+
+    async def amended(route: Route) -> None:
+        served.append(1)
+        response = await route.fetch()
+        data = await response.json()
+        if not first_only or len(served) == 1:
+            for poll in data["polls"]:
+                if poll["poll_id"] == poll_id:
+                    poll.update(changes)
+        await route.fulfill(response=response, body=json.dumps(data))
+
+    await page.route(re.compile(r".*/staff/api/polls$"), amended)
+    return served
+
+
 def card(page: Page, poll_id: str) -> Locator:
     return page.locator("section.poll").filter(has=page.locator(f"code:text-is('{poll_id}')"))
 
@@ -58,16 +80,8 @@ async def test_a_draw_without_entries_says_so_and_when_it_was_made(
     console: Page, gateway_url: str, staff_token: str, closed_poll: str
 ) -> None:
     # The stack's own draw is made once for good, so this draw is served to the page.
-    async def drawn(route: Route) -> None:
-        response = await route.fetch()
-        data = await response.json()
-        for poll in data["polls"]:
-            if poll["poll_id"] == closed_poll:
-                poll.update(state="drawn", drawn_at="2022-01-08T02:00:00.000000Z")
-                poll.update(winners=[], reserve_list=[])
-        await route.fulfill(response=response, body=json.dumps(data))
-
-    await console.route(re.compile(r".*/staff/api/polls$"), drawn)
+    drawn = {"state": "drawn", "drawn_at": "2022-01-08T02:00:00.000000Z"}
+    await amend_listing(console, closed_poll, {**drawn, "winners": [], "reserve_list": []})
     await sign_in(console, gateway_url, staff_token)
     closed = card(console, closed_poll)
     await expect(closed.locator("dd[data-part='drawn']")).to_have_text("8 Jan 2022, 10:00")
@@ -82,22 +96,10 @@ async def test_a_console_left_open_over_the_close_brings_up_the_draw_by_itself(
 ) -> None:
     # The first listing has the closed poll still open, closing in a minute; later ones
     # are the service's own. The page's clock is moved past the close, nothing clicked.
-    listings = 0
-    closes_at = datetime.now(UTC) + timedelta(minutes=1)
-
-    async def still_open_at_first(route: Route) -> None:
-        nonlocal listings
-        listings += 1
-        response = await route.fetch()
-        data = await response.json()
-        if listings == 1:
-            for poll in data["polls"]:
-                if poll["poll_id"] == closed_poll:
-                    poll.update(state="open", closes_at=format_utc(closes_at), drawn_at=None)
-        await route.fulfill(response=response, body=json.dumps(data))
-
+    closes_at = format_utc(datetime.now(UTC) + timedelta(minutes=1))
+    still_open = {"state": "open", "closes_at": closes_at, "drawn_at": None}
     await console.clock.install()
-    await console.route(re.compile(r".*/staff/api/polls$"), still_open_at_first)
+    listings = await amend_listing(console, closed_poll, still_open, first_only=True)
     await sign_in(console, gateway_url, staff_token)
     closed = card(console, closed_poll)
     before_close = closed.locator("[data-part='before-close']")
@@ -106,7 +108,7 @@ async def test_a_console_left_open_over_the_close_brings_up_the_draw_by_itself(
     await console.clock.fast_forward(70_000)
     await expect(before_close).to_be_hidden()
     await expect(closed.locator(".state")).not_to_have_text("open")
-    assert listings == 2
+    assert len(listings) == 2
 
 
 async def test_the_console_is_chinese_by_default_and_switches_to_english_signed_in(
@@ -137,14 +139,6 @@ async def test_a_refused_draw_is_explained_in_the_console_s_language(
 ) -> None:
     # The stack's draw may already be made; the console is shown the poll awaiting its
     # draw, and the service's refusal while votes are still in the pipeline.
-    async def awaiting(route: Route) -> None:
-        response = await route.fetch()
-        data = await response.json()
-        for poll in data["polls"]:
-            if poll["poll_id"] == closed_poll:
-                poll.update(state="awaiting_draw", drawn_at=None)
-        await route.fulfill(response=response, body=json.dumps(data))
-
     async def not_drained(route: Route) -> None:
         problem = {
             "type": "about:blank",
@@ -158,7 +152,7 @@ async def test_a_refused_draw_is_explained_in_the_console_s_language(
             status=409, content_type="application/problem+json", body=json.dumps(problem)
         )
 
-    await console.route(re.compile(r".*/staff/api/polls$"), awaiting)
+    await amend_listing(console, closed_poll, {"state": "awaiting_draw", "drawn_at": None})
     await console.route(re.compile(r".*/lottery/draw$"), not_drained)
     await console.goto(f"{gateway_url}/staff/")
     await console.get_by_label("工作人员令牌").fill(staff_token)
@@ -177,15 +171,7 @@ async def test_staff_follow_the_count_live_and_see_which_counts_are_not_yet_publ
 ) -> None:
     # The demo poll publishes its count live; the listing is shown it with the other
     # policy as well, for the note that only staff see the count before the close.
-    async def after_close(route: Route) -> None:
-        response = await route.fetch()
-        data = await response.json()
-        for poll in data["polls"]:
-            if poll["poll_id"] == DEMO_POLL:
-                poll.update(results="after_close")
-        await route.fulfill(response=response, body=json.dumps(data))
-
-    await console.route(re.compile(r".*/staff/api/polls$"), after_close)
+    await amend_listing(console, DEMO_POLL, {"results": "after_close"})
     await sign_in(console, gateway_url, staff_token)
     demo = card(console, DEMO_POLL)
     await expect(demo.locator("tbody[data-field='count'] td:first-child")).to_have_text(
