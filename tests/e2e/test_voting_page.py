@@ -275,6 +275,8 @@ def final_results(counts: dict[str, int]) -> dict[str, Any]:
         ),
     ],
 )
+# Older in-app browsers of messaging apps have no Intl.PluralRules.
+@pytest.mark.parametrize("plural_rules", [True, False], ids=["plural-rules", "no-plural-rules"])
 async def test_counts_read_in_the_language_s_plural_forms(
     phone: BrowserContext,
     gateway_url: str,
@@ -282,8 +284,11 @@ async def test_counts_read_in_the_language_s_plural_forms(
     counts: dict[str, int],
     rows: list[str],
     total: str,
+    plural_rules: bool,
 ) -> None:
     page = await phone.new_page()
+    if not plural_rules:
+        await page.add_init_script("delete Intl.PluralRules;")
 
     async def answer(route: Route) -> None:
         await route.fulfill(json=final_results(counts))

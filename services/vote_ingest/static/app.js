@@ -29,7 +29,10 @@
   }
 
   // A counted noun: the string's "_one" or "_other" form, as the page's language counts n.
-  const plurals = new Intl.PluralRules(LOCALE);
+  // Older in-app browsers lack Intl.PluralRules; English's rule is the one needed there.
+  const plurals = "PluralRules" in Intl
+    ? new Intl.PluralRules(LOCALE)
+    : { select: (n) => (n === 1 && LOCALE === "en" ? "one" : "other") };
   function tn(key, n, values) {
     return t(key + (plurals.select(n) === "one" ? "_one" : "_other"), values);
   }
