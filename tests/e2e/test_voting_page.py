@@ -401,3 +401,33 @@ async def test_an_entered_voter_can_correct_the_number_while_entries_are_open(
     await page.reload()
     await expect(status).to_contain_text("已报名：137****7001")
     await expect(page.get_by_role("button", name="修改姓名或手机号")).to_be_visible()
+
+
+# What an older in-app browser of a messaging app lacks, among what the page could use.
+OLDER_BROWSER = """
+delete Intl.PluralRules;
+delete Element.prototype.replaceChildren;
+delete Document.prototype.replaceChildren;
+delete DocumentFragment.prototype.replaceChildren;
+"""
+
+
+async def test_an_older_in_app_browser_can_vote_and_read_the_results(
+    phone: BrowserContext, gateway_url: str, captcha_secret: str
+) -> None:
+    page = await phone.new_page()
+    await page.add_init_script(OLDER_BROWSER)
+    errors: list[str] = []
+    page.on("pageerror", lambda error: errors.append(str(error)))
+    await page.goto(f"{gateway_url}/polls/{DEMO_POLL}")
+    await expect(page.locator("#results-total")).to_have_text(re.compile(r"^共 [\d,]+ 票$"))
+    ratings = page.get_by_role("group", name="请选择一项评价")
+    await ratings.get_by_role("radio", name="中", exact=True).check()
+    await type_captcha(page, captcha_secret, previous="")
+    await page.get_by_role("button", name="提交投票").click()
+    outcome = page.locator("#outcome")
+    await expect(outcome).to_contain_text("投票成功", timeout=DECISION_TIMEOUT_MS)
+    await expect(outcome).to_contain_text(
+        re.compile(r"\d{4}年\d{1,2}月\d{1,2}日 00:00（北京时间）")
+    )
+    assert errors == []

@@ -37,6 +37,12 @@
     return t(key + (plurals.select(n) === "one" ? "_one" : "_other"), values);
   }
 
+  // Node.replaceChildren, which older in-app browsers lack.
+  function fill(node, ...children) {
+    node.textContent = "";
+    node.append(...children);
+  }
+
   function el(tag, text, className) {
     const node = document.createElement(tag);
     if (text !== undefined && text !== null) node.textContent = text;
@@ -53,7 +59,7 @@
     day: "numeric",
     hour: "2-digit",
     minute: "2-digit",
-    hourCycle: "h23",
+    hour12: false, // hourCycle is newer; some browsers then call midnight "24"
   });
 
   function zoneParts(instant) {
@@ -63,7 +69,7 @@
       year: Number(parts.year),
       month: Number(parts.month),
       day: Number(parts.day),
-      hm: parts.hour + ":" + parts.minute,
+      hm: (parts.hour === "24" ? "00" : parts.hour) + ":" + parts.minute,
     };
   }
 
@@ -254,7 +260,7 @@
   // The outcome box's content, shown without moving the reader (see showOutcome).
   function renderOutcome(kind, title, lines) {
     outcome.className = "outcome " + kind;
-    outcome.replaceChildren();
+    fill(outcome);
     let heading = null;
     if (title) {
       heading = el("h3", title);
@@ -669,7 +675,7 @@
       });
       lines.push(change);
     }
-    status.replaceChildren(...lines);
+    fill(status, ...lines);
   }
 
   async function refreshEntry() {
@@ -719,12 +725,12 @@
         phone.focus();
       } else if (code === "poll_closed") {
         lotteryForm.hidden = true;
-        status.replaceChildren(el("p", S.lottery_closed));
+        fill(status, el("p", S.lottery_closed));
       } else {
-        status.replaceChildren(el("p", S.lottery_failed));
+        fill(status, el("p", S.lottery_failed));
       }
     } catch {
-      status.replaceChildren(el("p", S.lottery_failed));
+      fill(status, el("p", S.lottery_failed));
     } finally {
       button.disabled = false;
       button.textContent = lotterySubmitLabel();
@@ -772,7 +778,7 @@
     } else {
       return;
     }
-    box.replaceChildren(...lines);
+    fill(box, ...lines);
     box.hidden = false;
   }
 
