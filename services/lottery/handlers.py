@@ -40,7 +40,8 @@ log = logging.getLogger(__name__)
 ENTRIES = Gauge("lottery_entries", "Prize-draw entries registered", ["poll"])
 DRAWS = Counter("lottery_draws_total", "Prize draws performed", ["poll"])
 
-PipelineLeft = Callable[[], Awaitable[dict[str, int]]]
+# What is still on its way, of the votes received before a close ("group/topic": n).
+PipelineLeft = Callable[[datetime], Awaitable[dict[str, int]]]
 
 WINNER = "winner"
 RESERVE = "reserve"
@@ -192,7 +193,7 @@ class Lottery:
         if existing is not None:
             return Drawn(False, existing)
         require_draw_time(poll, self.clock())
-        require_drained(await self._pipeline_left())
+        require_drained(await self._pipeline_left(poll.closes_at))
         fixed = await self._required_commitment(poll)
         async with store.draw_lock(self.pool, poll.id) as conn:
             # Whoever waited for the lock finds the draw made by whoever held it.

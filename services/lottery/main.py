@@ -100,9 +100,10 @@ def create_app(
     producer = make_producer(settings, client_id=SERVICE)
     probe = PipelineProbe(client_options(settings))
 
-    async def pipeline_left() -> dict[str, int]:
+    async def pipeline_left(closed_at: datetime) -> dict[str, int]:
+        decider, recorder = topology.drain_pairs()
         try:
-            return await probe.total_lag(topology.drain_pairs())
+            return await probe.left_through(closed_at, decider, recorder)
         except (KafkaError, OSError, TimeoutError) as exc:
             raise ServiceUnavailable(
                 "cannot read the pipeline's progress from Kafka; retry", code="broker_unavailable"

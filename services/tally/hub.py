@@ -24,7 +24,8 @@ log = logging.getLogger(__name__)
 SSE_CLIENTS = Gauge("sse_clients", "Connected results-stream viewers", ["poll"])
 
 ReadCounts = Callable[[], Awaitable[dict[str, dict[str, int]]]]
-IsDrained = Callable[[], Awaitable[bool]]
+# Whether every vote received before a close has been decided and counted.
+IsDrained = Callable[[datetime], Awaitable[bool]]
 
 
 class ResultsHub:
@@ -76,7 +77,8 @@ class ResultsHub:
         waiting = [
             p for p in self.catalog.polls if p.id not in self._final and may_become_final(p, now)
         ]
-        if waiting and await self._is_drained():
+        # The latest close among them: votes before it include the others' votes.
+        if waiting and await self._is_drained(max(p.closes_at for p in waiting)):
             self._final.update(p.id for p in waiting)
 
     async def run(self) -> None:

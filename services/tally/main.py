@@ -48,11 +48,11 @@ def create_app(settings: TallySettings) -> Starlette:
     async def read_counts() -> dict[str, dict[str, int]]:
         return await store.read_counts(state["pool"])  # type: ignore[arg-type]
 
-    async def drained() -> bool:
-        lags = await probe.total_lag(
-            [("antifraud", TOPIC_SUBMITTED), (consumer.GROUP, TOPIC_ACCEPTED)]
+    async def drained(closed_at: datetime) -> bool:
+        left = await probe.left_through(
+            closed_at, ("antifraud", TOPIC_SUBMITTED), (consumer.GROUP, TOPIC_ACCEPTED)
         )
-        return not any(lags.values())
+        return not any(left.values())
 
     hub = ResultsHub(catalog, read_counts, drained, now)
 

@@ -265,7 +265,7 @@ async def _no_lifespan(app: Starlette) -> AsyncIterator[None]:
 def console_client(catalog: Catalog) -> httpx.AsyncClient:
     cipher = parse_keyring(base64.b64encode(os.urandom(32)).decode())
 
-    async def nothing_left() -> dict[str, int]:
+    async def nothing_left(closed_at: datetime) -> dict[str, int]:
         return {}
 
     lottery = Lottery(catalog, cipher, lambda: CLOSES, nothing_left)
