@@ -18,8 +18,9 @@ the pipeline the events the edge would have written on those days:
 - Real: Kafka, PostgreSQL, the gateway and all four services, unchanged; antifraud
   judging captchas, rate limits and the daily limit; tally counting; the lottery
   recording days, taking entries, fixing and publishing its commitment, refusing the
-  draw while voting is open, during the close's grace and while the pipeline has lag,
-  then drawing once; the public audit record and `python -m services.lottery.verify`.
+  draw while voting is open, during the close's grace and while votes from before the
+  close are still in the pipeline, then drawing once; the public audit record and
+  `python -m services.lottery.verify`.
   Entries, the closing minutes' votes, the draw and every read go through the gateway.
 - Simulated: the voters. Campaign-dated `VoteSubmitted` events go straight to
   `votes.submitted`, written as the edge writes them (key = voter id, acks=all), with
