@@ -366,6 +366,12 @@ def _rows() -> tuple[Row, ...]:
                     (Query(f"max by (poll) ({m.LOTTERY_DRAWS_TOTAL}{{{POLL}}})", "{{poll}}"),),
                     kind="stat",
                 ),
+                Panel(
+                    "Votes holding back a draw",
+                    "For each poll awaiting its draw: votes received before the close still to "
+                    "be decided or recorded. Zero: the draw can go ahead (alert DrawHeldBack).",
+                    (Query(f"max by (poll) ({m.LOTTERY_DRAW_VOTES_LEFT}{{{POLL}}})", "{{poll}}"),),
+                ),
             ),
         ),
         Row(

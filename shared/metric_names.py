@@ -46,6 +46,8 @@ SSE_CLIENTS: Final = "sse_clients"
 # lottery.
 LOTTERY_ENTRIES: Final = "lottery_entries"
 LOTTERY_DRAWS_TOTAL: Final = "lottery_draws_total"
+# Per poll awaiting its draw: votes received before the close still in the pipeline.
+LOTTERY_DRAW_VOTES_LEFT: Final = "lottery_draw_votes_left"
 
 # The process collector of prometheus_client (Linux).
 PROCESS_METRICS: Final = frozenset(
@@ -83,6 +85,7 @@ METRICS: Final = frozenset(
         SSE_CLIENTS,
         LOTTERY_ENTRIES,
         LOTTERY_DRAWS_TOTAL,
+        LOTTERY_DRAW_VOTES_LEFT,
     }
 )
 
@@ -106,6 +109,7 @@ LABELS: Final[Mapping[str, tuple[str, ...]]] = MappingProxyType(
         SSE_CLIENTS: ("poll",),
         LOTTERY_ENTRIES: ("poll",),
         LOTTERY_DRAWS_TOTAL: ("poll",),
+        LOTTERY_DRAW_VOTES_LEFT: ("poll",),
     }
 )
 TARGET_LABELS: Final = frozenset({"job", "instance"})

@@ -24,6 +24,7 @@ from services.lottery.draw import AuditRecord, Entry
 from services.lottery.pii import PiiCipher, entry_aad
 from services.lottery.rules import ENTRY_ID_KEY_LABEL, entry_id, mask_name, mask_phone
 from services.lottery.schedule import (
+    LotteryState,
     commitment_due,
     days_histogram,
     lottery_state,
@@ -31,7 +32,7 @@ from services.lottery.schedule import (
     require_draw_time,
     require_entries_open,
 )
-from shared.catalog import Catalog, LotteryRules, Poll
+from shared.catalog import CLOSE_GRACE, Catalog, LotteryRules, Poll
 from shared.errors import NotFound, ServiceUnavailable
 from shared.events import format_utc
 
@@ -39,6 +40,12 @@ log = logging.getLogger(__name__)
 
 ENTRIES = Gauge("lottery_entries", "Prize-draw entries registered", ["poll"])
 DRAWS = Counter("lottery_draws_total", "Prize draws performed", ["poll"])
+DRAW_VOTES_LEFT = Gauge(
+    "lottery_draw_votes_left",
+    "For a poll awaiting its draw: votes received before the close still to be decided "
+    "or recorded (0: the draw can go ahead)",
+    ["poll"],
+)
 
 # What is still on its way, of the votes received before a close ("group/topic": n).
 PipelineLeft = Callable[[datetime], Awaitable[dict[str, int]]]
@@ -94,6 +101,7 @@ class Lottery:
         self._pool: asyncpg.Pool | None = None
         # A fixed commitment never changes, so once read it is kept for the process.
         self._commitments: dict[str, store.Commitment] = {}
+        self._readiness_shown: set[str] = set()  # polls with a draw-readiness series
 
     def bind(self, pool: asyncpg.Pool) -> None:
         self._pool = pool
@@ -316,6 +324,27 @@ class Lottery:
         for poll in self.catalog.polls:
             if poll.lottery is not None:
                 ENTRIES.labels(poll.id).set(counts.get(poll.id, 0))
+
+    async def refresh_draw_readiness(self) -> None:
+        """For each poll awaiting its draw, what still holds it back (the draw objective,
+        docs/slo.md); a poll that is open or drawn has no series."""
+        now = self.clock()
+        drawn = await store.all_draws(self.pool)
+        for poll in self.catalog.polls:
+            if poll.lottery is None:
+                continue
+            state = lottery_state(poll, now, drawn=poll.id in drawn)
+            if state is not LotteryState.AWAITING_DRAW or now < poll.closes_at + CLOSE_GRACE:
+                if poll.id in self._readiness_shown:
+                    DRAW_VOTES_LEFT.remove(poll.id)
+                    self._readiness_shown.discard(poll.id)
+                continue
+            try:
+                left = await self._pipeline_left(poll.closes_at)
+            except ServiceUnavailable:
+                return  # Kafka unreachable: BrokerUnreachable says so; try next round
+            DRAW_VOTES_LEFT.labels(poll.id).set(sum(left.values()))
+            self._readiness_shown.add(poll.id)
 
 
 def _view(

@@ -71,14 +71,16 @@ def now() -> datetime:
 
 
 async def keep_fresh(lottery: Lottery, interval: float) -> None:
-    """Fix the seed of each poll as it opens, and keep the entries gauge current."""
+    """Fix the seed of each poll as it opens; keep the entries and draw-readiness gauges
+    current."""
     while True:
         await asyncio.sleep(interval)
         try:
             await lottery.fix_due_commitments()
             await lottery.refresh_entry_gauge()
+            await lottery.refresh_draw_readiness()
         except Exception:
-            log.exception("refreshing commitments and entry counts failed; retrying")
+            log.exception("refreshing commitments and gauges failed; retrying")
 
 
 def create_app(

@@ -15,6 +15,7 @@ import json
 import logging
 import os
 import random
+import re
 import subprocess
 import sys
 from collections.abc import AsyncIterator, Iterator
@@ -47,11 +48,14 @@ CLOSES = datetime(2022, 1, 8, 9, 0, tzinfo=CST)
 DURING = datetime(2022, 1, 5, 12, 0, tzinfo=CST)
 AFTER = CLOSES + timedelta(minutes=1)
 POLLS = ("days", "union", "gate", "busy", "race", "flow", "verify")
-# The probe remembers what was in Kafka when a close was first asked about; the tests of
-# the drain check each need a close nobody asked about before.
+# The lottery takes what Kafka holds as the votes before a close once the close's grace
+# has passed (its draw-readiness refresh runs every second here). In these tests Kafka's
+# clock is real and the service's is not, so each test of the drain check has a close of
+# its own that no other test's clock passes, and sends its votes from before the close
+# while the clock is still before it, as they would be sent.
 OWN_CLOSES = {
-    "gate": CLOSES - timedelta(hours=2),
-    "busy": CLOSES - timedelta(hours=1),
+    "gate": CLOSES + timedelta(days=1),
+    "busy": CLOSES + timedelta(days=2),
 }
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -353,7 +357,7 @@ async def test_entries_answer_201_then_200_and_refuse_bad_input(during: Lottery)
         "/api/v1/polls/later/lottery/entry", json={"name": "李四", "phone": phone}, headers=headers
     )
     assert (before.status_code, before.json()["code"]) == (403, "poll_not_open")
-    lottery.clock.at = CLOSES
+    lottery.clock.at = OWN_CLOSES["gate"]
     closed = await lottery.client.post(url, json={"name": "李四", "phone": phone}, headers=headers)
     assert (closed.status_code, closed.json()["code"]) == (403, "poll_closed")
 
@@ -409,10 +413,10 @@ async def test_the_draw_waits_for_the_close_and_for_the_pipeline(during: Lottery
     settling = await lottery.client.post(url, headers=lottery.staff)
     assert (settling.status_code, settling.json()["code"]) == (409, "poll_settling")
 
-    # A vote still waiting for antifraud: the draw must not start without it.
-    lottery.clock.at = AFTER
+    # A vote from before the close still waiting for antifraud: the draw must wait for it.
     await lottery.wait_drained()
     await produce(lottery.bootstrap, lottery.topology.submitted_topic, [(b"v-x", b"{}")])
+    lottery.clock.at = OWN_CLOSES["gate"] + timedelta(minutes=1)
     busy = await lottery.client.post(url, headers=lottery.staff)
     assert (busy.status_code, busy.json()["code"]) == (409, "pipeline_not_drained")
     topo = lottery.topology
@@ -431,13 +435,15 @@ async def test_votes_for_other_polls_after_the_close_do_not_hold_back_the_draw(
     lottery = during
     topo = lottery.topology
     url = "/api/v1/polls/busy/lottery/draw"
-    lottery.clock.at = AFTER
     await lottery.wait_drained()
 
-    # A vote from before the close is still undecided: refused, as it must be.
+    # A vote from before the close is still undecided: refused, as it must be, and the
+    # lottery's draw-readiness gauge counts it.
     await produce(lottery.bootstrap, topo.submitted_topic, [(b"v-before", b"{}")])
+    lottery.clock.at = OWN_CLOSES["busy"] + timedelta(minutes=1)
     waiting = await lottery.client.post(url, headers=lottery.staff)
     assert (waiting.status_code, waiting.json()["code"]) == (409, "pipeline_not_drained")
+    await eventually(lambda: votes_left_shows(lottery, "busy", 1.0), what="the gauge at 1")
 
     # Antifraud decides it; meanwhile another poll's votes keep arriving, undecided.
     await decide_everything(lottery.bootstrap, topo.decider_group, topo.submitted_topic)
@@ -445,9 +451,19 @@ async def test_votes_for_other_polls_after_the_close_do_not_hold_back_the_draw(
     try:
         drawn = await lottery.client.post(url, headers=lottery.staff)
         assert drawn.status_code == 201, drawn.text
+        # Drawn: the poll no longer awaits its draw, and its series goes.
+        await eventually(lambda: votes_left_shows(lottery, "busy", None), what="no series")
     finally:
         # The other poll's vote is decided too, for the tests that follow.
         await decide_everything(lottery.bootstrap, topo.decider_group, topo.submitted_topic)
+
+
+async def votes_left_shows(lottery: Lottery, poll: str, value: float | None) -> bool:
+    """Whether the lottery's /metrics has lottery_draw_votes_left for `poll` at `value`
+    (None: no such series)."""
+    page = (await lottery.client.get("/metrics")).text
+    found = re.search(rf'^lottery_draw_votes_left{{poll="{poll}"}} (\S+)$', page, re.MULTILINE)
+    return (float(found.group(1)) if found else None) == value
 
 
 async def decide_everything(bootstrap: str, group: str, topic: str) -> None:
