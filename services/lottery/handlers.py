@@ -296,7 +296,8 @@ class Lottery:
     async def staff_overview(self) -> list[dict[str, Any]]:
         """Every poll with a draw: its state, entries, days histogram and masked results.
 
-        Also its options and results policy, for the console's count (read from tally)."""
+        Also its options and results policy, for the console's count (read from tally), and
+        which staff member made the draw."""
         await self.fix_due_commitments()
         now = self.clock()
         draws = await store.all_draws(self.pool)
@@ -314,6 +315,8 @@ class Lottery:
             view["timezone"] = poll.timezone
             view["options"] = list(poll.options)
             view["results"] = poll.results
+            made = draws.get(poll.id)
+            view["drawn_by"] = made.drawn_by if made is not None else None
             view["eligible"] = sum(1 for w in weights.values() if w > 0)
             view["days_histogram"] = days_histogram(weights.values())
             views.append(view)

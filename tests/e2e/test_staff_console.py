@@ -76,15 +76,17 @@ async def test_signed_in_staff_see_each_draw_on_the_poll_s_clock(
     await expect(closed.locator("code.hash")).to_have_text(re.compile(r"^[0-9a-f]{64}$"))
 
 
-async def test_a_draw_without_entries_says_so_and_when_it_was_made(
+async def test_a_draw_without_entries_says_so_and_when_and_by_whom_it_was_made(
     console: Page, gateway_url: str, staff_token: str, closed_poll: str
 ) -> None:
     # The stack's own draw is made once for good, so this draw is served to the page.
-    drawn = {"state": "drawn", "drawn_at": "2022-01-08T02:00:00.000000Z"}
+    drawn = {"state": "drawn", "drawn_at": "2022-01-08T02:00:00.000000Z", "drawn_by": "alice"}
     await amend_listing(console, closed_poll, {**drawn, "winners": [], "reserve_list": []})
     await sign_in(console, gateway_url, staff_token)
     closed = card(console, closed_poll)
-    await expect(closed.locator("dd[data-part='drawn']")).to_have_text("8 Jan 2022, 10:00")
+    await expect(closed.locator("dd[data-part='drawn']")).to_have_text(
+        "8 Jan 2022, 10:00, by alice"
+    )
     winners = closed.locator("tbody[data-field='winners'] td")
     await expect(winners).to_have_text(["None: the draw had no eligible entries."])
     reserves = closed.locator("tbody[data-field='reserve_list'] td")

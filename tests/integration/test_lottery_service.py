@@ -568,6 +568,7 @@ async def test_a_draw_end_to_end_leaks_no_phone_number(
     console = await lottery.client.get("/staff/api/polls", headers=lottery.staff)
     flow = next(p for p in console.json()["polls"] if p["poll_id"] == "flow")
     assert flow["days_histogram"] == {"0": 2, "1": 1, "2": 1, "3": 1, "4": 1}
+    assert flow["drawn_by"] == "tester"
     # For the console's count, read from tally: the options in order and who may see it.
     assert (flow["options"], flow["results"]) == (["excellent", "good", "fair", "poor"], "live")
 

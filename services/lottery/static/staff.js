@@ -146,7 +146,9 @@
     field(card, "opens_at").textContent = pollTime(poll.opens_at, poll.timezone);
     field(card, "closes_at").textContent = pollTime(poll.closes_at, poll.timezone);
     field(card, "timezone").textContent = poll.timezone;
-    field(card, "drawn_at").textContent = pollTime(poll.drawn_at, poll.timezone);
+    field(card, "drawn_at").textContent = poll.drawn_at
+      ? t("drawn_line", { time: pollTime(poll.drawn_at, poll.timezone), who: poll.drawn_by })
+      : "";
     for (const part of card.querySelectorAll('[data-part="drawn"]')) part.hidden = !poll.drawn_at;
     field(card, "commitment").textContent = poll.commitment || S.no_commitment;
     fillHistogram(field(card, "histogram"), poll.days_histogram);
