@@ -332,7 +332,7 @@ class Lottery:
         """For each poll awaiting its draw, what still holds it back (the draw objective,
         docs/slo.md); a poll that is open or drawn has no series."""
         now = self.clock()
-        drawn = await store.all_draws(self.pool)
+        drawn = await store.drawn_polls(self.pool)
         for poll in self.catalog.polls:
             if poll.lottery is None:
                 continue

@@ -264,6 +264,11 @@ async def all_draws(pool: asyncpg.Pool) -> dict[str, Draw]:
     return {r["poll_id"]: _draw(r) for r in rows}
 
 
+async def drawn_polls(pool: asyncpg.Pool) -> set[str]:
+    """The ids of the polls drawn, without their records."""
+    return {r["poll_id"] for r in await pool.fetch("SELECT poll_id FROM draws")}
+
+
 def _draw(row: asyncpg.Record) -> Draw:
     return Draw(row["record"], json.loads(row["ranked"]), row["drawn_at"], row["drawn_by"])
 
