@@ -113,6 +113,17 @@
     );
   }
 
+  // A table row of text cells.
+  function tableRow(values) {
+    const tr = document.createElement("tr");
+    for (const value of values) {
+      const td = document.createElement("td");
+      td.textContent = value;
+      tr.append(td);
+    }
+    return tr;
+  }
+
   function fillRanked(tbody, rows, none) {
     if (!rows.length) {
       const td = document.createElement("td");
@@ -124,15 +135,7 @@
       return;
     }
     tbody.replaceChildren(
-      ...rows.map((row) => {
-        const tr = document.createElement("tr");
-        for (const value of [row.rank, row.entry_id, row.name_masked, row.phone_masked]) {
-          const td = document.createElement("td");
-          td.textContent = value;
-          tr.append(td);
-        }
-        return tr;
-      }),
+      ...rows.map((row) => tableRow([row.rank, row.entry_id, row.name_masked, row.phone_masked])),
     );
   }
 
@@ -253,14 +256,8 @@
     field(item.card, "count").replaceChildren(
       ...item.poll.options.map((option) => {
         const n = counts[option] || 0;
-        const tr = document.createElement("tr");
         const share = total ? ((n * 100) / total).toFixed(1) + "%" : "–";
-        for (const value of [S["option_" + option] || option, numbers.format(n), share]) {
-          const td = document.createElement("td");
-          td.textContent = value;
-          tr.append(td);
-        }
-        return tr;
+        return tableRow([S["option_" + option] || option, numbers.format(n), share]);
       }),
     );
     item.final = Boolean(result.final);
