@@ -17,12 +17,11 @@ from typing import Any
 import pytest
 from playwright.async_api import Browser, Locator, Page, Route, expect
 
+from scripts.stack.settings import DEMO_POLL
 from shared.events import format_utc
-from tests.support.http import cast_vote, gateway_client, new_captcha, new_voter
+from tests.support.http import vote_as_a_new_voter
 
 pytestmark = pytest.mark.e2e
-
-DEMO_POLL = "demo-reform"
 
 
 @pytest.fixture
@@ -185,7 +184,7 @@ async def test_staff_follow_the_count_live_and_see_which_counts_are_not_yet_publ
     before = int(re.sub(r"\D", "", (await status.inner_text()).split("·")[0]))
 
     # A vote counted while the console stays open shows without a click.
-    await asyncio.to_thread(cast_one_vote, gateway_url, captcha_secret)
+    await asyncio.to_thread(vote_as_a_new_voter, gateway_url, DEMO_POLL, captcha_secret, "fair")
     await console.wait_for_function(
         """([node, n]) => Number(node.textContent.split("·")[0].replace(/\\D/g, "")) > n""",
         arg=[await status.element_handle(), before],
@@ -211,10 +210,3 @@ async def test_a_count_of_one_reads_in_the_language_s_singular(
     await console.locator("#sign-in-form button").click()
     status = card(console, closed_poll).locator("[data-field='count_status']")
     await expect(status).to_have_text(expected)
-
-
-def cast_one_vote(gateway_url: str, captcha_secret: str) -> None:
-    with gateway_client(gateway_url) as client:
-        voter = new_voter(client)
-        response = cast_vote(client, DEMO_POLL, voter, "fair", new_captcha(client, captcha_secret))
-        assert response.status_code == 202, response.text

@@ -18,13 +18,13 @@ from zoneinfo import ZoneInfo
 import pytest
 from playwright.async_api import Browser, BrowserContext, Page, Route, expect
 
+from scripts.stack.settings import DEMO_POLL
 from shared.captcha import expected_answer
 from shared.catalog import load_catalog
-from tests.support.http import cast_vote, gateway_client, new_captcha, new_voter
+from tests.support.http import vote_as_a_new_voter
 
 pytestmark = pytest.mark.e2e
 
-DEMO_POLL = "demo-reform"
 DECISION_TIMEOUT_MS = 20_000
 ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
 NEW_CAPTCHA_ID = """previous => {
@@ -217,13 +217,6 @@ async def test_a_used_up_day_is_remembered_for_its_voter_until_the_next_day(
     await expect(outcome).to_be_empty()
 
 
-def vote_through_the_api(gateway_url: str, captcha_secret: str) -> None:
-    with gateway_client(gateway_url) as client:
-        voter = new_voter(client)
-        response = cast_vote(client, DEMO_POLL, voter, "good", new_captcha(client, captcha_secret))
-        assert response.status_code == 202, response.text
-
-
 async def test_the_page_s_results_follow_votes_as_they_are_counted(
     phone: BrowserContext, gateway_url: str, captcha_secret: str
 ) -> None:
@@ -234,7 +227,7 @@ async def test_the_page_s_results_follow_votes_as_they_are_counted(
     before = int(re.sub(r"\D", "", await total.inner_text()))
 
     # Another voter's vote, counted while this page stays open: the live stream shows it.
-    await asyncio.to_thread(vote_through_the_api, gateway_url, captcha_secret)
+    await asyncio.to_thread(vote_as_a_new_voter, gateway_url, DEMO_POLL, captcha_secret, "good")
     await page.wait_for_function(
         "n => Number(document.getElementById('results-total').textContent.replace(/\\D/g, '')) > n",
         arg=before,

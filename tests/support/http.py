@@ -85,6 +85,14 @@ def cast_vote(
     )
 
 
+def vote_as_a_new_voter(gateway_url: str, poll_id: str, captcha_secret: str, choice: str) -> None:
+    """One vote on `poll_id` from a new voter, through the gateway; fails unless taken."""
+    with gateway_client(gateway_url) as client:
+        captcha = new_captcha(client, captcha_secret)
+        response = cast_vote(client, poll_id, new_voter(client), choice, captcha)
+        assert response.status_code == 202, response.text
+
+
 def open_poll(client: httpx.Client) -> dict[str, Any]:
     """The first poll of the catalog that is open now and shows live results."""
     response = client.get("/api/v1/polls")
