@@ -20,3 +20,9 @@ def parse_lang(value: str | None) -> Lang | None:
     if value == "en":
         return "en"
     return None
+
+
+def choose_lang(asked: str | None, cookie: str | None) -> Lang:
+    """A page's language: the one asked for (`?lang=`), else the remembered one (the
+    `lang` cookie), else Chinese."""
+    return parse_lang(asked) or parse_lang(cookie) or DEFAULT_LANG

@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import Final
 
 from shared.catalog import OPTION_LABELS
-from shared.lang import DEFAULT_LANG, Lang, parse_lang
+from shared.lang import LANGS, Lang
 
 STRINGS: Final[dict[Lang, dict[str, str]]] = {
     "zh": {
@@ -152,10 +152,5 @@ STRINGS: Final[dict[Lang, dict[str, str]]] = {
 }
 
 # The ratings by their catalog ids, as the voting pages name them.
-for _lang in ("zh", "en"):
+for _lang in LANGS:
     STRINGS[_lang].update({f"option_{o}": labels[_lang] for o, labels in OPTION_LABELS.items()})
-
-
-def choose_lang(asked: str | None, cookie: str | None) -> Lang:
-    """The console's language: the query's, else the voting pages' cookie's, else Chinese."""
-    return parse_lang(asked) or parse_lang(cookie) or DEFAULT_LANG

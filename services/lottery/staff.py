@@ -23,13 +23,13 @@ from starlette.staticfiles import StaticFiles
 
 from services.lottery import store
 from services.lottery.bodies import parse_draw
-from services.lottery.console_text import STRINGS, choose_lang
+from services.lottery.console_text import STRINGS
 from services.lottery.handlers import Lottery, WinnerRow
 from services.lottery.http import BASE, NO_STORE
 from shared.auth import StaffTokens
 from shared.errors import ApiError
 from shared.http import JsonResponse, read_json
-from shared.lang import HTML_LANG, LANG_COOKIE
+from shared.lang import HTML_LANG, LANG_COOKIE, choose_lang
 
 log = logging.getLogger(__name__)
 

@@ -28,7 +28,7 @@ from starlette.types import Scope
 
 from services.vote_ingest.i18n import js_strings, text, zone_name
 from shared.catalog import OPTION_LABELS, Catalog, Poll, PollState
-from shared.lang import DEFAULT_LANG, HTML_LANG, LANG_COOKIE, Lang, parse_lang
+from shared.lang import HTML_LANG, LANG_COOKIE, Lang, choose_lang, parse_lang
 
 HERE: Final = Path(__file__).parent
 STATIC_DIR: Final = HERE / "static"
@@ -188,12 +188,11 @@ def page_data(view: PollView, now: datetime, lang: Lang) -> dict[str, Any]:
     }
 
 
-def choose_lang(request: Request) -> tuple[Lang, bool]:
+def page_lang(request: Request) -> tuple[Lang, bool]:
     """The page language, and whether the voter just chose it (so it should be remembered)."""
-    asked = parse_lang(request.query_params.get("lang"))
-    if asked is not None:
-        return asked, asked != request.cookies.get(LANG_COOKIE)
-    return parse_lang(request.cookies.get(LANG_COOKIE)) or DEFAULT_LANG, False
+    asked, cookie = request.query_params.get("lang"), request.cookies.get(LANG_COOKIE)
+    lang = choose_lang(asked, cookie)
+    return lang, parse_lang(asked) is not None and lang != cookie
 
 
 class Pages:
@@ -223,7 +222,7 @@ class Pages:
         context: Callable[[Lang], dict[str, Any]],
         status: int = 200,
     ) -> HTMLResponse:
-        lang, remember = choose_lang(request)
+        lang, remember = page_lang(request)
         other: Lang = "en" if lang == "zh" else "zh"
         base = {
             "lang": lang,
