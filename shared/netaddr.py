@@ -7,6 +7,7 @@ service directly cannot choose its address by sending the header.
 from __future__ import annotations
 
 import ipaddress
+import re
 from collections.abc import Sequence
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -42,3 +43,29 @@ def client_address(peer: str, forwarded_for: str | None, trusted: Sequence[Netwo
         if not _in(hop, trusted):
             return hop
     return peer
+
+
+# A Host header as a browser sends it: a DNS name or IPv4 address, or a bracketed IPv6
+# address, with an optional port. Anything else is not echoed into a link.
+_HOST = re.compile(r"(?:[A-Za-z0-9][A-Za-z0-9.-]{0,252}|\[[0-9A-Fa-f:.]{2,45}\])(?::\d{1,5})?")
+
+
+def public_origin(
+    peer: str,
+    host: str | None,
+    forwarded_proto: str | None,
+    scheme: str,
+    trusted: Sequence[Network],
+) -> str | None:
+    """The origin the client used, e.g. https://vote.example.org; None for a malformed Host.
+
+    The scheme comes from X-Forwarded-Proto only when the peer is a trusted proxy (the
+    gateway terminates TLS); otherwise from the connection itself.
+    """
+    if not host or not _HOST.fullmatch(host):
+        return None
+    if forwarded_proto and _in(peer, trusted):
+        proto = forwarded_proto.split(",")[0].strip().lower()
+        if proto in ("http", "https"):
+            scheme = proto
+    return f"{scheme}://{host}"

@@ -17,7 +17,7 @@ from shared.catalog import Catalog, load_catalog
 from shared.events import TOPIC_SUBMITTED, VoteSubmitted
 from shared.http import Health, build_app
 from shared.kafka import client_options, wait_for_topics
-from shared.netaddr import parse_networks
+from shared.netaddr import Network, parse_networks
 from shared.producer import ReliableProducer
 from shared.service import Part, background, run_service, stopping, watch_dependencies
 from shared.settings import ServiceSettings
@@ -38,10 +38,10 @@ def now() -> datetime:
     return datetime.now(UTC)
 
 
-def page_routes(catalog: Catalog) -> list[BaseRoute]:
+def page_routes(catalog: Catalog, trusted: tuple[Network, ...]) -> list[BaseRoute]:
     from services.vote_ingest.pages import page_routes as build
 
-    return build(catalog, clock=now)
+    return build(catalog, clock=now, trusted=trusted)
 
 
 def create_app(settings: IngestSettings) -> Starlette:
@@ -70,10 +70,11 @@ def create_app(settings: IngestSettings) -> Starlette:
             TOPIC_SUBMITTED, event.model_dump_json().encode(), event.voter_id.encode()
         )
 
+    trusted = parse_networks(settings.trusted_proxies)
     edge = Edge(
         catalog,
         tokens,
-        parse_networks(settings.trusted_proxies),
+        trusted,
         publish,
         captchas.take,
         now,
@@ -95,7 +96,7 @@ def create_app(settings: IngestSettings) -> Starlette:
     return build_app(
         SERVICE,
         settings.build_version,
-        [*edge.routes(), *page_routes(catalog)],
+        [*edge.routes(), *page_routes(catalog, trusted)],
         health,
         lifespan,
     )

@@ -27,8 +27,11 @@ from starlette.staticfiles import PathLike, StaticFiles
 from starlette.types import Scope
 
 from services.vote_ingest.i18n import js_strings, text, zone_name
+from services.vote_ingest.qr import qr_png
 from shared.catalog import OPTION_LABELS, Catalog, Poll, PollState
+from shared.http import problem
 from shared.lang import HTML_LANG, LANG_COOKIE, Lang, choose_lang, parse_lang
+from shared.netaddr import Network, public_origin
 
 HERE: Final = Path(__file__).parent
 STATIC_DIR: Final = HERE / "static"
@@ -197,11 +200,16 @@ def page_lang(request: Request) -> tuple[Lang, bool]:
 
 class Pages:
     def __init__(
-        self, catalog: Catalog, clock: Callable[[], datetime], versions: dict[str, str]
+        self,
+        catalog: Catalog,
+        clock: Callable[[], datetime],
+        versions: dict[str, str],
+        trusted: tuple[Network, ...],
     ) -> None:
         self.catalog = catalog
         self.clock = clock
         self.versions = versions
+        self.trusted = trusted
         self.summaries = {p.id: render_summary(p.summary) for p in catalog.polls}
         self.env = Environment(
             loader=FileSystemLoader(TEMPLATES_DIR),
@@ -263,13 +271,43 @@ class Pages:
 
         return self.render(request, "poll.html", context)
 
+    async def qr_code(self, request: Request) -> Response:
+        """The QR code of the poll page's address, as this request reached the site."""
+        poll_id = request.path_params["poll"]
+        if self.catalog.get(poll_id) is None:
+            return problem(404, "unknown_poll", "Not found", f"no poll {poll_id!r}")
+        origin = public_origin(
+            request.client.host if request.client else "",
+            request.headers.get("host"),
+            request.headers.get("x-forwarded-proto"),
+            request.url.scheme,
+            self.trusted,
+        )
+        if origin is None:
+            return problem(400, "invalid_host", "Bad request", "the Host header is not valid")
+        headers = {
+            # The address follows the Host the request came with: never shared across hosts.
+            "Cache-Control": "private, no-cache",
+            "Content-Disposition": f'inline; filename="{poll_id}-qr.png"',
+            "X-Content-Type-Options": "nosniff",
+        }
+        png = qr_png(f"{origin}/polls/{poll_id}")
+        return Response(png, media_type="image/png", headers=headers)
 
-def page_routes(catalog: Catalog, *, clock: Callable[[], datetime]) -> list[BaseRoute]:
-    """Routes for `/`, `/polls/{poll}` and `/static`; `clock` returns an aware "now"."""
+
+def page_routes(
+    catalog: Catalog, *, clock: Callable[[], datetime], trusted: tuple[Network, ...] = ()
+) -> list[BaseRoute]:
+    """Routes for `/`, `/polls/{poll}` (and its QR code) and `/static`.
+
+    `clock` returns an aware "now"; `trusted` are the proxies whose X-Forwarded-Proto
+    tells the scheme the voter used.
+    """
     versions = asset_versions()
-    pages = Pages(catalog, clock, versions)
+    pages = Pages(catalog, clock, versions, trusted)
     return [
         Route("/", pages.index, methods=["GET"], name="poll_list"),
+        Route("/polls/{poll}/qr.png", pages.qr_code, methods=["GET"], name="poll_qr"),
         # `path` so that any URL under /polls/ gets the voter-facing 404 page, not a bare one.
         Route("/polls/{poll:path}", pages.poll, methods=["GET"], name="poll_page"),
         Mount(

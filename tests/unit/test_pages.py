@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import re
 from collections.abc import AsyncIterator
@@ -10,12 +11,15 @@ from pathlib import Path
 
 import httpx
 import pytest
+import zxingcpp
+from PIL import Image
 from starlette.applications import Starlette
 
 from services.vote_ingest import i18n
 from services.vote_ingest.pages import STATIC_DIR, TEMPLATES_DIR, asset_versions, page_routes
 from shared.catalog import Catalog, parse_catalog
 from shared.lang import LANGS
+from shared.netaddr import parse_networks
 
 NOW = datetime(2022, 1, 5, 12, 0, tzinfo=UTC)  # 20:00 in Beijing, mid-campaign
 
@@ -295,3 +299,53 @@ def test_zone_is_named_as_the_voter_knows_it() -> None:
     assert i18n.zone_name("zh", "Asia/Shanghai") == "北京时间"
     assert i18n.zone_name("en", "Asia/Shanghai") == "Beijing time"
     assert i18n.zone_name("en", "Europe/Berlin") == "Europe/Berlin"
+
+
+# ---- The poll page's QR code ----
+
+
+def qr_client(peer: str, base_url: str = "http://vote.example.org") -> httpx.AsyncClient:
+    routes = page_routes(
+        parse_catalog(CATALOG_YAML), clock=lambda: NOW, trusted=parse_networks("10.0.0.0/8")
+    )
+    transport = httpx.ASGITransport(app=Starlette(routes=routes), client=(peer, 50000))
+    return httpx.AsyncClient(transport=transport, base_url=base_url)
+
+
+def scanned(png: bytes) -> list[str]:
+    """What a phone's camera reads from the image."""
+    return [code.text for code in zxingcpp.read_barcodes(Image.open(io.BytesIO(png)))]
+
+
+async def test_qr_code_carries_the_poll_page_address() -> None:
+    async with qr_client("10.1.2.3") as c:
+        response = await c.get("/polls/open-poll/qr.png", headers={"X-Forwarded-Proto": "https"})
+
+    assert response.status_code == 200
+    assert response.headers["content-type"] == "image/png"
+    assert 'filename="open-poll-qr.png"' in response.headers["content-disposition"]
+    assert scanned(response.content) == ["https://vote.example.org/polls/open-poll"]
+
+
+async def test_qr_code_scheme_is_not_taken_from_an_untrusted_peer() -> None:
+    async with qr_client("203.0.113.7", "http://192.0.2.10:8080") as c:
+        response = await c.get("/polls/open-poll/qr.png", headers={"X-Forwarded-Proto": "https"})
+
+    assert scanned(response.content) == ["http://192.0.2.10:8080/polls/open-poll"]
+
+
+@pytest.mark.parametrize(
+    ("path", "headers", "status", "code"),
+    [
+        ("/polls/nope/qr.png", {}, 404, "unknown_poll"),
+        ("/polls/open-poll/qr.png", {"Host": "evil.example/<x>"}, 400, "invalid_host"),
+        ("/polls/open-poll/qr.png", {"Host": ""}, 400, "invalid_host"),
+    ],
+)
+async def test_qr_code_refusals(path: str, headers: dict[str, str], status: int, code: str) -> None:
+    async with qr_client("10.1.2.3") as c:
+        response = await c.get(path, headers=headers)
+
+    assert response.status_code == status
+    assert response.headers["content-type"] == "application/problem+json"
+    assert response.json()["code"] == code
