@@ -8,13 +8,17 @@ asked for; most tests use the English one.
 from __future__ import annotations
 
 import asyncio
+import io
 import json
 import re
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
+import zxingcpp
+from PIL import Image
 from playwright.async_api import Browser, Locator, Page, Route, expect
 
 from scripts.stack.settings import DEMO_POLL
@@ -210,3 +214,25 @@ async def test_a_count_of_one_reads_in_the_language_s_singular(
     await console.locator("#sign-in-form button").click()
     status = card(console, closed_poll).locator("[data-field='count_status']")
     await expect(status).to_have_text(expected)
+
+
+async def test_staff_take_the_voting_page_s_address_and_qr_code_for_the_article(
+    console: Page, gateway_url: str, staff_token: str
+) -> None:
+    await sign_in(console, gateway_url, staff_token)
+    demo = card(console, DEMO_POLL)
+    address = f"{gateway_url}/polls/{DEMO_POLL}"
+    await expect(demo.get_by_role("link", name=address)).to_have_attribute(
+        "href", f"/polls/{DEMO_POLL}"
+    )
+
+    await demo.get_by_text("QR code (for articles and posters)").click()
+    image = demo.get_by_role("img", name="QR code of the voting page of")
+    await expect(image).to_be_visible()
+    assert await image.evaluate("(img) => img.complete && img.naturalWidth > 0")
+    async with console.expect_download() as started:
+        await demo.get_by_role("link", name="Download the QR code (PNG)").click()
+    download = await started.value
+    assert download.suggested_filename == f"{DEMO_POLL}-qr.png"
+    png = await asyncio.to_thread(Path(await download.path()).read_bytes)
+    assert [c.text for c in zxingcpp.read_barcodes(Image.open(io.BytesIO(png)))] == [address]

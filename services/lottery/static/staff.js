@@ -139,6 +139,21 @@
     );
   }
 
+  // The voting page's address and its QR code, for the article or poster that brings
+  // voters to it; the code carries this console's origin, the site's public one.
+  function fillPageLinks(card, poll) {
+    const page = "/polls/" + encodeURIComponent(poll.poll_id);
+    const link = field(card, "page_link");
+    link.href = page;
+    link.textContent = location.origin + page;
+    const image = field(card, "qr");
+    image.src = page + "/qr.png";
+    image.alt = t("qr_alt", poll);
+    const download = field(card, "qr_download");
+    download.href = image.src;
+    download.download = poll.poll_id + "-qr.png";
+  }
+
   function renderPoll(poll) {
     const card = $("poll-card").content.firstElementChild.cloneNode(true);
     field(card, "title").textContent = poll.title;
@@ -149,6 +164,7 @@
     field(card, "opens_at").textContent = pollTime(poll.opens_at, poll.timezone);
     field(card, "closes_at").textContent = pollTime(poll.closes_at, poll.timezone);
     field(card, "timezone").textContent = poll.timezone;
+    fillPageLinks(card, poll);
     field(card, "drawn_at").textContent = poll.drawn_at
       ? t("drawn_line", { time: pollTime(poll.drawn_at, poll.timezone), who: poll.drawn_by })
       : "";
