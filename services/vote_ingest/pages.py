@@ -74,6 +74,9 @@ _EN_MONTHS: Final = (
     "Dec",
 )
 
+# Messengers preview a shared link with its page's description and show about this much.
+DESCRIPTION_LIMIT: Final = 120
+
 # "js-default" is markdown-it's safe preset: raw HTML is escaped, and link targets such as
 # javascript: are refused. The catalog is trusted config, but a poll text must never be
 # able to run script in a voter's browser.
@@ -128,6 +131,12 @@ def render_summary(summary: str) -> Markup:
     return Markup(_markdown.render(summary))  # noqa: S704 - markdown-it escapes raw HTML
 
 
+def excerpt(summary_html: Markup, limit: int = DESCRIPTION_LIMIT) -> str:
+    """The summary as plain text, cut to `limit` characters: a shared link's preview."""
+    plain = summary_html.striptags()
+    return plain if len(plain) <= limit else plain[: limit - 1].rstrip() + "…"
+
+
 def results_visible(poll: Poll, state: PollState) -> bool:
     return poll.results == "live" or state is PollState.CLOSED
 
@@ -150,6 +159,10 @@ class PollView:
     summary_html: Markup
     options: list[dict[str, str]]
     results_visible: bool
+
+    @property
+    def description(self) -> str:
+        return excerpt(self.summary_html)
 
 
 def poll_view(poll: Poll, now: datetime, lang: Lang, summary_html: Markup) -> PollView:

@@ -349,3 +349,29 @@ async def test_qr_code_refusals(path: str, headers: dict[str, str], status: int,
     assert response.status_code == status
     assert response.headers["content-type"] == "application/problem+json"
     assert response.json()["code"] == code
+
+
+async def test_a_shared_link_previews_the_poll_title_and_summary(
+    client: httpx.AsyncClient,
+) -> None:
+    html = (await client.get("/polls/open-poll")).text
+
+    description = re.search(r'<meta name="description" content="([^"]*)">', html)
+    assert description, "the page has a description for link previews"
+    assert description.group(1).startswith("一年来举办联动活动 300 余场。")
+    assert "**" not in description.group(1)
+    assert '<meta property="og:title" content="文化馆总分馆制建设">' in html
+
+
+async def test_a_preview_is_cut_short_and_escaped(client: httpx.AsyncClient) -> None:
+    long_summary = CATALOG_YAML.replace("summary: Opens later.", f"summary: {'长' * 300}")
+    app = Starlette(routes=page_routes(parse_catalog(long_summary), clock=lambda: NOW))
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=app), base_url="http://pages.test"
+    ) as c:
+        upcoming = (await c.get("/polls/upcoming-poll")).text
+    hostile = (await client.get("/polls/hostile-title")).text
+
+    assert f'<meta name="description" content="{"长" * 119}…">' in upcoming
+    assert "<script>alert('title')" not in hostile
+    assert '<meta property="og:title" content="&lt;/script&gt;' in hostile
