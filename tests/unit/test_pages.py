@@ -361,6 +361,8 @@ async def test_a_shared_link_previews_the_poll_title_and_summary(
     assert description.group(1).startswith("一年来举办联动活动 300 余场。")
     assert "**" not in description.group(1)
     assert '<meta property="og:title" content="文化馆总分馆制建设">' in html
+    index = (await client.get("/")).text
+    assert '<meta name="description" content="请为区改革项目的成效作出评价">' in index
 
 
 async def test_a_preview_is_cut_short_and_escaped(client: httpx.AsyncClient) -> None:
