@@ -11,6 +11,7 @@ codes to status codes and renders them as RFC 9457 problem+json.
         ├── Forbidden             forbidden         403
         ├── NotFound              not_found         404
         ├── Conflict              conflict          409
+        ├── Gone                  gone              410
         ├── TooManyRequests       rate_limited      429
         └── ServiceUnavailable    unavailable       503
 """
@@ -82,6 +83,12 @@ class Conflict(ApiError):
     status = 409
     code = "conflict"
     title = "Conflict with the current state"
+
+
+class Gone(ApiError):
+    status = 410
+    code = "gone"
+    title = "No longer available"
 
 
 class TooManyRequests(ApiError):

@@ -32,6 +32,12 @@ class _DrawBody(BaseModel):
     external_entropy: str = Field(default="", max_length=EXTERNAL_ENTROPY_MAX_CHARS)
 
 
+class _EraseBody(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    confirm: str = Field(max_length=100)
+
+
 @dataclass(frozen=True)
 class EntryForm:
     name: str
@@ -49,6 +55,16 @@ def parse_entry(raw: Any) -> EntryForm:
         return EntryForm(name=validate_name(body.name), phone=normalise_phone(body.phone))
     except (InvalidName, InvalidPhone) as exc:
         raise BadRequest(str(exc), code=exc.code) from None
+
+
+def parse_erase(raw: Any, poll_id: str) -> None:
+    """An erasure names its poll again (`{"confirm": poll_id}`): it cannot be undone."""
+    body = _validate(_EraseBody, raw)
+    if body.confirm != poll_id:
+        raise BadRequest(
+            f"confirm must be the poll id {poll_id!r}: erasing cannot be undone",
+            code="confirm_mismatch",
+        )
 
 
 def parse_draw(raw: Any) -> str:

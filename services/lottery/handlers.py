@@ -33,7 +33,7 @@ from services.lottery.schedule import (
     require_entries_open,
 )
 from shared.catalog import CLOSE_GRACE, Catalog, LotteryRules, Poll
-from shared.errors import NotFound, ServiceUnavailable
+from shared.errors import Conflict, Gone, NotFound, ServiceUnavailable
 from shared.events import format_utc
 
 log = logging.getLogger(__name__)
@@ -65,6 +65,16 @@ class Registered:
 class Drawn:
     created: bool
     draw: store.Draw
+
+
+@dataclass(frozen=True)
+class Erased:
+    """Entrants' details erased: now (`created`), or earlier by the draw's record."""
+
+    created: bool
+    at: datetime
+    by: str
+    entries: int
 
 
 @dataclass(frozen=True)
@@ -277,6 +287,12 @@ class Lottery:
         made = await store.draw_of(self.pool, poll.id)
         if made is None:
             raise NotFound("the draw has not happened yet", code="not_drawn")
+        if made.details_erased_at is not None:
+            raise Gone(
+                f"entrants' names and numbers were erased at "
+                f"{format_utc(made.details_erased_at)} by {made.details_erased_by}",
+                code="details_erased",
+            )
         ids = [r["entry_id"] for r in made.ranked]
         sealed = await store.sealed_entries(self.pool, poll.id, ids)
         rows = []
@@ -284,6 +300,37 @@ class Lottery:
             name, phone = self._open(poll.id, sealed[item["entry_id"]])
             rows.append(WinnerRow(item["rank"], item["role"], item["entry_id"], name, phone))
         return rows
+
+    async def erase_details(self, poll: Poll, staff: str) -> Erased:
+        """Once the prizes are delivered: every entry of the poll keeps only its masked
+        name and number. The public winners list and the audit record hold nothing more,
+        so both stay as published; the full export is gone for good."""
+        async with store.draw_lock(self.pool, poll.id) as conn:
+            made = await store.draw_of(conn, poll.id)
+            if made is None:
+                raise Conflict(
+                    "the draw has not happened yet: winners must be reached first",
+                    code="not_drawn",
+                )
+            entries = await store.all_entries(conn, poll.id)
+            if made.details_erased_at is not None and made.details_erased_by is not None:
+                return Erased(False, made.details_erased_at, made.details_erased_by, len(entries))
+            at = self.clock()
+            masked = [self._masked(poll.id, e) for e in entries]
+            await store.erase_details(conn, poll.id, masked, at, staff)
+        log.info("details erased", extra={"poll": poll.id, "staff": staff, "entries": len(masked)})
+        return Erased(True, at, staff, len(masked))
+
+    def _masked(self, poll_id: str, sealed: store.SealedEntry) -> store.SealedEntry:
+        eid = sealed.entry_id
+        name, phone = self._open(poll_id, sealed)
+        return store.SealedEntry(
+            entry_id=eid,
+            name_sealed=self.cipher.encrypt(mask_name(name), aad=entry_aad(poll_id, eid, "name")),
+            phone_sealed=self.cipher.encrypt(
+                mask_phone(phone), aad=entry_aad(poll_id, eid, "phone")
+            ),
+        )
 
     # ---- what is shown --------------------------------------------------------------
 
@@ -317,6 +364,9 @@ class Lottery:
             view["results"] = poll.results
             made = draws.get(poll.id)
             view["drawn_by"] = made.drawn_by if made is not None else None
+            erased = made.details_erased_at if made is not None else None
+            view["details_erased_at"] = format_utc(erased) if erased is not None else None
+            view["details_erased_by"] = made.details_erased_by if made is not None else None
             view["eligible"] = sum(1 for w in weights.values() if w > 0)
             view["days_histogram"] = days_histogram(weights.values())
             views.append(view)

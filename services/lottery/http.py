@@ -6,8 +6,10 @@ exists only once the draw has been made. The codes the lottery answers with:
     404 unknown_poll, no_lottery, no_entry, not_drawn
     403 poll_not_open, poll_closed (entries); forbidden (a wrong staff token)
     401 unauthorized, invalid_token, token_expired
-    422 invalid_phone, invalid_name, invalid_body, invalid_json
-    409 poll_open, poll_settling, pipeline_not_drained (with `left`) - the draw
+    422 invalid_phone, invalid_name, invalid_body, invalid_json; confirm_mismatch (erasure)
+    409 poll_open, poll_settling, pipeline_not_drained (with `left`) - the draw;
+        not_drawn - the erasure of entrants' details
+    410 details_erased - the winners' export once details are erased
     503 broker_unavailable (the draw cannot read the pipeline's progress)
 """
 

@@ -34,6 +34,7 @@ _ENTRY_ID_DOMAIN: Final = b"votes/lottery/entry-id/v1\x00"
 _PHONE_SEPARATORS: Final = re.compile(r"[\s\-\u2010-\u2015\u2212.()\[\]/\u200b-\u200d\ufeff]")
 # [0-9], not \d: digits of other scripts are refused rather than read as a number.
 _PHONE_SHAPE: Final = re.compile(r"(?:\+86|0086|86)?(1[3-9][0-9]{9})")
+_MASKED_PHONE: Final = re.compile(r"1[3-9][0-9]\*{4}[0-9]{4}")
 
 
 class InvalidPhone(ValueError):
@@ -64,7 +65,12 @@ def normalise_phone(raw: str) -> str:
 
 
 def mask_phone(phone: str) -> str:
-    """'13812345678' -> '138****5678': enough for a winner to recognise their number."""
+    """'13812345678' -> '138****5678': enough for a winner to recognise their number.
+
+    A masked number stays as it is: that is all an entry keeps once details are erased.
+    """
+    if _MASKED_PHONE.fullmatch(phone):
+        return phone
     digits = normalise_phone(phone)
     return f"{digits[:3]}****{digits[7:]}"
 

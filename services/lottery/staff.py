@@ -1,4 +1,5 @@
-"""Staff routes: the draw, the prize-delivery export and the console at `/staff/`.
+"""Staff routes: the draw, the prize-delivery export, the erasure of entrants' details
+once prizes are delivered, and the console at `/staff/`.
 
 Every call with a valid staff token is written to the staff audit table (who, what, when,
 which poll, how it ended) and logged as one JSON line; a call with a missing or wrong
@@ -22,12 +23,13 @@ from starlette.routing import BaseRoute, Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from services.lottery import store
-from services.lottery.bodies import parse_draw
+from services.lottery.bodies import parse_draw, parse_erase
 from services.lottery.console_text import STRINGS
 from services.lottery.handlers import Lottery, WinnerRow
 from services.lottery.http import BASE, NO_STORE
 from shared.auth import StaffTokens
 from shared.errors import ApiError
+from shared.events import format_utc
 from shared.http import JsonResponse, read_json
 from shared.lang import HTML_LANG, LANG_COOKIE, choose_lang
 
@@ -146,6 +148,22 @@ class StaffDesk:
 
         return await self.audited(request, "winners_csv", run)
 
+    async def erase(self, request: Request) -> Response:
+        async def run(who: str) -> tuple[Response, str]:
+            poll = self.lottery.poll(request.path_params["poll"])
+            parse_erase(await read_json(request), poll.id)
+            erased = await self.lottery.erase_details(poll, who)
+            body = {
+                "poll_id": poll.id,
+                "details_erased_at": format_utc(erased.at),
+                "details_erased_by": erased.by,
+                "entries": erased.entries,
+            }
+            outcome = f"erased {erased.entries} entries" if erased.created else "already_erased"
+            return JsonResponse(body, headers=NO_STORE), outcome
+
+        return await self.audited(request, "erase_details", run)
+
     async def overview(self, request: Request) -> Response:
         async def run(who: str) -> tuple[Response, str]:
             polls = await self.lottery.staff_overview()
@@ -172,5 +190,6 @@ class StaffDesk:
             Route("/staff", to_console, methods=["GET"]),
             Route("/staff/", self.console, methods=["GET"]),
             Route("/staff/api/polls", self.overview, methods=["GET"]),
+            Route("/staff/api/polls/{poll}/erase", self.erase, methods=["POST"]),
             Mount("/staff/static", StaticFiles(directory=HERE / "static"), name="staff-static"),
         ]

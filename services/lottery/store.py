@@ -60,6 +60,8 @@ class Draw:
     ranked: list[dict[str, Any]]
     drawn_at: datetime
     drawn_by: str
+    details_erased_at: datetime | None = None
+    details_erased_by: str | None = None
 
 
 # One statement per batch. A day is recorded once (the primary key), so a replay or a
@@ -240,6 +242,41 @@ async def sealed_entries(db: Db, poll_id: str, entry_ids: Iterable[str]) -> dict
     return {r["entry_id"]: SealedEntry(**dict(r)) for r in rows}
 
 
+async def all_entries(db: Db, poll_id: str) -> list[SealedEntry]:
+    rows = await db.fetch(
+        "SELECT entry_id, name_sealed, phone_sealed FROM entries WHERE poll_id = $1", poll_id
+    )
+    return [SealedEntry(**dict(r)) for r in rows]
+
+
+async def erase_details(
+    conn: PoolConnectionProxy,
+    poll_id: str,
+    masked: Sequence[SealedEntry],
+    at: datetime,
+    by: str,
+) -> None:
+    """Replace every entry's sealed details with the sealed masked ones, and say so on
+    the poll's draw; the caller holds the draw lock, so both land together."""
+    await conn.execute(
+        "UPDATE entries e SET name_sealed = m.name_sealed, phone_sealed = m.phone_sealed,"
+        " updated_at = now()"
+        " FROM unnest($2::text[], $3::bytea[], $4::bytea[])"
+        " AS m(entry_id, name_sealed, phone_sealed)"
+        " WHERE e.poll_id = $1 AND e.entry_id = m.entry_id",
+        poll_id,
+        [e.entry_id for e in masked],
+        [e.name_sealed for e in masked],
+        [e.phone_sealed for e in masked],
+    )
+    await conn.execute(
+        "UPDATE draws SET details_erased_at = $2, details_erased_by = $3 WHERE poll_id = $1",
+        poll_id,
+        at,
+        by,
+    )
+
+
 @contextlib.asynccontextmanager
 async def draw_lock(pool: asyncpg.Pool, poll_id: str) -> AsyncIterator[PoolConnectionProxy]:
     """A transaction holding the poll's draw lock: only one draw of a poll runs at a time,
@@ -252,15 +289,16 @@ async def draw_lock(pool: asyncpg.Pool, poll_id: str) -> AsyncIterator[PoolConne
         yield conn
 
 
+_DRAW_COLUMNS = "record, ranked, drawn_at, drawn_by, details_erased_at, details_erased_by"
+
+
 async def draw_of(db: Db, poll_id: str) -> Draw | None:
-    row = await db.fetchrow(
-        "SELECT record, ranked, drawn_at, drawn_by FROM draws WHERE poll_id = $1", poll_id
-    )
+    row = await db.fetchrow(f"SELECT {_DRAW_COLUMNS} FROM draws WHERE poll_id = $1", poll_id)  # noqa: S608 (constant SQL)
     return None if row is None else _draw(row)
 
 
 async def all_draws(pool: asyncpg.Pool) -> dict[str, Draw]:
-    rows = await pool.fetch("SELECT poll_id, record, ranked, drawn_at, drawn_by FROM draws")
+    rows = await pool.fetch(f"SELECT poll_id, {_DRAW_COLUMNS} FROM draws")  # noqa: S608 (constant SQL)
     return {r["poll_id"]: _draw(r) for r in rows}
 
 
@@ -270,7 +308,14 @@ async def drawn_polls(pool: asyncpg.Pool) -> set[str]:
 
 
 def _draw(row: asyncpg.Record) -> Draw:
-    return Draw(row["record"], json.loads(row["ranked"]), row["drawn_at"], row["drawn_by"])
+    return Draw(
+        row["record"],
+        json.loads(row["ranked"]),
+        row["drawn_at"],
+        row["drawn_by"],
+        row["details_erased_at"],
+        row["details_erased_by"],
+    )
 
 
 async def save_draw(conn: PoolConnectionProxy, poll_id: str, draw: Draw) -> None:

@@ -31,6 +31,7 @@ import pytest
 from aiokafka import AIOKafkaConsumer
 
 from services.lottery.main import LotterySettings, Topology, create_app
+from services.lottery.pii import entry_aad, parse_keyring
 from services.lottery.rules import mask_phone
 from shared.auth import VoterTokens
 from shared.drain import PipelineProbe
@@ -47,7 +48,7 @@ OPENS = datetime(2021, 12, 20, 9, 0, tzinfo=CST)
 CLOSES = datetime(2022, 1, 8, 9, 0, tzinfo=CST)
 DURING = datetime(2022, 1, 5, 12, 0, tzinfo=CST)
 AFTER = CLOSES + timedelta(minutes=1)
-POLLS = ("days", "union", "gate", "busy", "race", "flow", "verify")
+POLLS = ("days", "union", "gate", "busy", "race", "flow", "verify", "erase")
 # The lottery takes what Kafka holds as the votes before a close once the close's grace
 # has passed (its draw-readiness refresh runs every second here). In these tests Kafka's
 # clock is real and the service's is not, so each test of the drain check has a close of
@@ -588,6 +589,91 @@ async def test_a_draw_end_to_end_leaks_no_phone_number(
     stored = b"".join(r["name_sealed"] + r["phone_sealed"] for r in sealed)
     assert len(sealed) == 6
     assert not any(p.encode() in stored or b"\xe6\xb5\x8b" in stored for p in phones.values())
+
+
+async def test_once_prizes_are_delivered_staff_erase_every_entrant_s_details(
+    during: Lottery, raw_logs: RawRecords
+) -> None:
+    lottery = during
+    url = "/staff/api/polls/erase/erase"
+    phones = await populate(lottery, "erase", 5)
+    names = [f"测试者{i}" for i in range(5)]
+    _, headers = lottery.voter()
+    mine = await lottery.enter("erase", headers, next(iter(phones.values())), "本人")
+    lottery.clock.at = AFTER
+    await lottery.wait_drained()
+    early = await lottery.client.post(url, headers=lottery.staff, json={"confirm": "erase"})
+    assert (early.status_code, early.json()["code"]) == (409, "not_drawn")
+    drawn = await lottery.client.post("/api/v1/polls/erase/lottery/draw", headers=lottery.staff)
+    assert drawn.status_code == 201
+    public_before = (await lottery.client.get("/api/v1/polls/erase/lottery")).content
+    csv_before = await lottery.client.get(
+        "/api/v1/polls/erase/lottery/winners.csv", headers=lottery.staff
+    )
+    assert csv_before.status_code == 200
+
+    unsigned = await lottery.client.post(url, json={"confirm": "erase"})
+    assert unsigned.status_code == 401
+    mistyped = await lottery.client.post(url, headers=lottery.staff, json={"confirm": "eras"})
+    assert (mistyped.status_code, mistyped.json()["code"]) == (422, "confirm_mismatch")
+    lottery.clock.at = AFTER + timedelta(days=10)
+    erased = await lottery.client.post(url, headers=lottery.staff, json={"confirm": "erase"})
+    assert erased.status_code == 200, erased.text
+    assert erased.json() == {
+        "poll_id": "erase",
+        "details_erased_at": "2022-01-18T01:01:00.000000Z",
+        "details_erased_by": "tester",
+        "entries": 5,
+    }
+    again = await lottery.client.post(url, headers=lottery.staff, json={"confirm": "erase"})
+    assert (again.status_code, again.json()) == (200, erased.json())
+
+    # Nothing a full name or number could be read from is left; what was public stays.
+    sealed = await lottery.pool.fetch(
+        "SELECT entry_id, name_sealed, phone_sealed FROM entries WHERE poll_id = 'erase'"
+    )
+    cipher = parse_keyring(lottery.settings.pii_key.get_secret_value())
+    opened = [
+        cipher.decrypt(r[field], aad=entry_aad("erase", r["entry_id"], kind))
+        for r in sealed
+        for field, kind in (("name_sealed", "name"), ("phone_sealed", "phone"))
+    ]
+    assert len(opened) == 10
+    assert not set(opened) & {*phones.values(), *names, "本人"}
+    assert set(opened) >= {mask_phone(p) for p in phones.values()}
+    assert (await lottery.client.get("/api/v1/polls/erase/lottery")).content == public_before
+    audit = await lottery.client.get("/api/v1/polls/erase/lottery/audit")
+    assert audit.content == drawn.content
+    own = await lottery.client.get("/api/v1/polls/erase/lottery/entry", headers=headers)
+    assert own.json()["entry_id"] == mine["entry_id"]
+    assert (own.json()["phone_masked"], own.json()["name_masked"]) == (
+        mine["phone_masked"],
+        "本*",
+    )
+    gone = await lottery.client.get(
+        "/api/v1/polls/erase/lottery/winners.csv", headers=lottery.staff
+    )
+    assert (gone.status_code, gone.json()["code"]) == (410, "details_erased")
+    console = await lottery.client.get("/staff/api/polls", headers=lottery.staff)
+    card = next(p for p in console.json()["polls"] if p["poll_id"] == "erase")
+    assert (card["details_erased_at"], card["details_erased_by"]) == (
+        "2022-01-18T01:01:00.000000Z",
+        "tester",
+    )
+    audited = await lottery.pool.fetch(
+        "SELECT action, outcome FROM staff_audit WHERE poll_id = 'erase' ORDER BY id"
+    )
+    assert [(r["action"], r["outcome"]) for r in audited if r["action"] != "console"] == [
+        ("erase_details", "not_drawn"),
+        ("draw", "drawn"),
+        ("winners_csv", "exported 3 rows"),
+        ("erase_details", "confirm_mismatch"),
+        ("erase_details", "erased 5 entries"),
+        ("erase_details", "already_erased"),
+        ("winners_csv", "details_erased"),
+    ]
+    leaks = [p for p in phones.values() for line in raw_logs.lines if p in line]
+    assert leaks == []
 
 
 async def test_the_verifier_passes_the_audit_record_and_fails_a_tampered_one(

@@ -93,6 +93,8 @@ ROUTES: dict[str, tuple[str, str]] = {
     "/api/v1/polls/futian-culture-2021/lottery/winners.csv": ("votes-staff", "lottery"),
     "/staff/": ("votes-staff", "lottery"),
     "/staff/polls/futian-culture-2021": ("votes-staff", "lottery"),
+    "/staff/api/polls/futian-culture-2021/erase": ("votes-staff", "lottery"),
+    "/polls/futian-culture-2021/qr.png": ("votes-public", "vote-ingest"),
     "/metrics": ("votes-internal-paths", "vote-ingest"),
     "/METRICS": ("votes-internal-paths", "vote-ingest"),
     "/healthz": ("votes-internal-paths", "vote-ingest"),

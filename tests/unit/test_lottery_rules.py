@@ -134,6 +134,18 @@ def test_phones_are_masked_to_prefix_and_last_four() -> None:
 def test_masking_refuses_what_is_not_a_phone() -> None:
     with pytest.raises(InvalidPhone):
         mask_phone("1234")
+    with pytest.raises(InvalidPhone):
+        mask_phone("123****5678")  # masked, but never a mainland mobile number
+
+
+@given(
+    st.from_regex(r"1[3-9][0-9]{9}", fullmatch=True),
+    st.text(min_size=1, max_size=20).filter(str.strip),  # names are stored non-blank
+)
+def test_masking_again_changes_nothing(phone: str, name: str) -> None:
+    # Once details are erased, an entry holds only the masked forms, and is shown masked.
+    assert mask_phone(mask_phone(phone)) == mask_phone(phone)
+    assert mask_name(mask_name(name)) == mask_name(name)
 
 
 @pytest.mark.parametrize(
