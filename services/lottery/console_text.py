@@ -62,6 +62,19 @@ STRINGS: Final[dict[Lang, dict[str, str]]] = {
         "col_name": "姓名",
         "col_phone": "手机号",
         "csv_button": "下载中奖名单 CSV（完整信息）",
+        "erase_heading": "删除报名者个人信息",
+        "erase_explain": (
+            "奖品发放完毕后，请删除全部报名者的姓名和手机号，只保留打码后的形式。"
+            "公开的中奖名单和审计记录不受影响；删除后无法再下载完整名单，且不可撤销。"
+            "请输入评议项目编号以确认。"
+        ),
+        "erase_confirm_label": "评议项目编号（确认删除）",
+        "erase_button": "删除个人信息",
+        "erase_failed": "删除请求未能发出：{error}",
+        "erased_line": "报名者的姓名和手机号已于 {time} 由 {who} 删除，只保留打码后的形式。",
+        "error_not_drawn": "尚未抽奖：需先抽奖并发放奖品。",
+        "error_confirm_mismatch": "评议项目编号不一致。",
+        "error_details_erased": "报名者的个人信息已删除。",
         "audit_link": "公开审计记录",
         "state_open": "投票中",
         "state_awaiting_draw": "待抽奖",
@@ -134,6 +147,23 @@ STRINGS: Final[dict[Lang, dict[str, str]]] = {
         "col_name": "Name",
         "col_phone": "Phone",
         "csv_button": "Download winners CSV (full details)",
+        "erase_heading": "Erase entrants' personal details",
+        "erase_explain": (
+            "Once the prizes are delivered, erase every entrant's name and mobile number; "
+            "only their masked forms stay. The public winners list and the audit record are "
+            "unaffected; the full export is gone afterwards, and this cannot be undone. "
+            "Type the poll id to confirm."
+        ),
+        "erase_confirm_label": "Poll id, to confirm the erasure",
+        "erase_button": "Erase personal details",
+        "erase_failed": "The erasure could not be requested: {error}",
+        "erased_line": (
+            "Entrants' names and numbers were erased on {time} by {who}; "
+            "only their masked forms are kept."
+        ),
+        "error_not_drawn": "Not drawn yet: draw and deliver the prizes first.",
+        "error_confirm_mismatch": "The poll id does not match.",
+        "error_details_erased": "Entrants' personal details have been erased.",
         "audit_link": "Public audit record",
         "state_open": "open",
         "state_awaiting_draw": "awaiting draw",

@@ -163,7 +163,7 @@ async def test_a_refused_draw_is_explained_in_the_console_s_language(
     await console.get_by_label("工作人员令牌").fill(staff_token)
     await console.get_by_role("button", name="登录").click()
     closed = card(console, closed_poll)
-    await closed.get_by_label("评议项目编号").fill(closed_poll)
+    await closed.get_by_label("评议项目编号", exact=True).fill(closed_poll)
     await closed.get_by_role("button", name="开始抽奖").click()
     await expect(closed.get_by_role("alert")).to_have_text(
         "截止前收到的选票仍在处理中，请稍后重试。 (pipeline_not_drained)"
@@ -236,3 +236,45 @@ async def test_staff_take_the_voting_page_s_address_and_qr_code_for_the_article(
     assert download.suggested_filename == f"{DEMO_POLL}-qr.png"
     png = await asyncio.to_thread(Path(await download.path()).read_bytes)
     assert [c.text for c in zxingcpp.read_barcodes(Image.open(io.BytesIO(png)))] == [address]
+
+
+async def test_after_delivery_staff_erase_entrants_details_and_the_export_goes(
+    console: Page, gateway_url: str, staff_token: str, closed_poll: str
+) -> None:
+    # The service's side is tested against the real database (test_lottery_service); here
+    # the console is shown a drawn poll and the erasure is answered as the service does.
+    changes: dict[str, Any] = {
+        "state": "drawn",
+        "drawn_at": "2022-01-08T02:00:00.000000Z",
+        "drawn_by": "tester",
+        "details_erased_at": None,
+        "details_erased_by": None,
+    }
+    sent: list[Any] = []
+
+    async def erase(route: Route) -> None:
+        sent.append(route.request.post_data_json)
+        changes.update(details_erased_at="2022-01-20T02:00:00.000000Z", details_erased_by="li")
+        body = {"poll_id": closed_poll, "details_erased_at": changes["details_erased_at"]}
+        await route.fulfill(status=200, content_type="application/json", body=json.dumps(body))
+
+    await amend_listing(console, closed_poll, changes)
+    await console.route(re.compile(r".*/staff/api/polls/[a-z0-9-]+/erase$"), erase)
+    await sign_in(console, gateway_url, staff_token)
+    closed = card(console, closed_poll)
+    button = closed.get_by_role("button", name="Erase personal details")
+    await expect(closed.get_by_role("button", name="Download winners CSV")).to_be_visible()
+    await expect(button).to_be_disabled()
+
+    confirm = closed.get_by_label("Poll id, to confirm the erasure")
+    await confirm.fill(closed_poll + "x")
+    await expect(button).to_be_disabled()
+    await confirm.fill(closed_poll)
+    await button.click()
+
+    await expect(closed).to_contain_text(
+        "Entrants' names and numbers were erased on 20 Jan 2022, 10:00 by li"
+    )
+    assert sent == [{"confirm": closed_poll}]
+    await expect(closed.get_by_role("button", name="Download winners CSV")).to_be_hidden()
+    await expect(button).to_be_hidden()

@@ -154,6 +154,18 @@
     download.download = poll.poll_id + "-qr.png";
   }
 
+  // Once erased, entrants' details are gone: no export, and the card says when and by whom.
+  function fillErasure(card, poll) {
+    const erased = Boolean(poll.details_erased_at);
+    card.querySelector('[data-action="csv"]').hidden = erased;
+    card.querySelector('[data-part="erase"]').hidden = erased;
+    const line = field(card, "erased_line");
+    line.hidden = !erased;
+    line.textContent = erased
+      ? t("erased_line", { time: pollTime(poll.details_erased_at, poll.timezone), who: poll.details_erased_by })
+      : "";
+  }
+
   function renderPoll(poll) {
     const card = $("poll-card").content.firstElementChild.cloneNode(true);
     field(card, "title").textContent = poll.title;
@@ -182,13 +194,10 @@
       fillRanked(field(card, "winners"), poll.winners, S.no_winners);
       fillRanked(field(card, "reserve_list"), poll.reserve_list, S.no_reserves);
       field(card, "audit").href = "/api/v1/polls/" + encodeURIComponent(poll.poll_id) + "/lottery/audit";
+      fillErasure(card, poll);
     }
-    const confirm = card.querySelector('[data-input="confirm"]');
-    const drawButton = card.querySelector('[data-action="draw"]');
-    confirm.addEventListener("input", () => {
-      drawButton.disabled = confirm.value.trim() !== poll.poll_id;
-    });
-    drawButton.addEventListener("click", () => draw(poll, card));
+    confirmedAction(card, poll, "draw", () => draw(poll, card));
+    confirmedAction(card, poll, "erase", () => erase(poll));
     card.querySelector('[data-action="csv"]').addEventListener("click", () => downloadCsv(poll, card));
     return card;
   }
@@ -199,25 +208,42 @@
     error.textContent = message || "";
   }
 
-  async function draw(poll, card) {
-    const button = card.querySelector('[data-action="draw"]');
-    const entropy = card.querySelector('[data-input="entropy"]').value;
-    button.disabled = true;
-    showError(card, "");
-    try {
-      const body = entropy ? { external_entropy: entropy } : undefined;
-      const response = await call("POST", "/api/v1/polls/" + encodeURIComponent(poll.poll_id) + "/lottery/draw", body);
-      if (response.status === 401 || response.status === 403) return showSignIn(await problem(response));
-      if (!response.ok) {
-        let message = await problem(response);
+  // A staff action that cannot be undone (the draw, the erasure): its button works only
+  // once the poll id has been typed, and a success reloads every card.
+  function confirmedAction(card, poll, action, run) {
+    const confirm = card.querySelector('[data-input="' + action + '-confirm"]');
+    const button = card.querySelector('[data-action="' + action + '"]');
+    confirm.addEventListener("input", () => {
+      button.disabled = confirm.value.trim() !== poll.poll_id;
+    });
+    button.addEventListener("click", async () => {
+      button.disabled = true;
+      showError(card, "");
+      try {
+        const response = await run();
+        if (response.status === 401 || response.status === 403) return showSignIn(await problem(response));
+        if (!response.ok) {
+          const message = await problem(response);
+          button.disabled = false;
+          return showError(card, message);
+        }
+        await load();
+      } catch (error) {
         button.disabled = false;
-        return showError(card, message);
+        showError(card, t(action + "_failed", { error }));
       }
-      await load();
-    } catch (error) {
-      button.disabled = false;
-      showError(card, t("draw_failed", { error }));
-    }
+    });
+  }
+
+  function draw(poll, card) {
+    const entropy = card.querySelector('[data-input="entropy"]').value;
+    const body = entropy ? { external_entropy: entropy } : undefined;
+    return call("POST", "/api/v1/polls/" + encodeURIComponent(poll.poll_id) + "/lottery/draw", body);
+  }
+
+  function erase(poll) {
+    const path = "/staff/api/polls/" + encodeURIComponent(poll.poll_id) + "/erase";
+    return call("POST", path, { confirm: poll.poll_id });
   }
 
   async function downloadCsv(poll, card) {
