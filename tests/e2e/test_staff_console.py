@@ -23,6 +23,7 @@ from playwright.async_api import Browser, Locator, Page, Route, expect
 
 from scripts.stack.settings import DEMO_POLL
 from shared.events import format_utc
+from tests.support.a11y import assert_accessible
 from tests.support.http import vote_as_a_new_voter
 
 pytestmark = pytest.mark.e2e
@@ -121,6 +122,8 @@ async def test_the_console_is_chinese_by_default_and_switches_to_english_signed_
 ) -> None:
     await console.goto(f"{gateway_url}/staff/")
     await expect(console.locator("html")).to_have_attribute("lang", "zh-CN")
+    await expect(console.get_by_label("工作人员令牌")).to_be_visible()
+    await assert_accessible(console, "the staff console's sign-in")
     await console.get_by_label("工作人员令牌").fill(staff_token)
     await console.get_by_role("button", name="登录").click()
     await expect(console.get_by_role("button", name="退出登录")).to_be_visible()
@@ -229,6 +232,7 @@ async def test_staff_take_the_voting_page_s_address_and_qr_code_for_the_article(
     await demo.get_by_text("QR code (for articles and posters)").click()
     image = demo.get_by_role("img", name="QR code of the voting page of")
     await expect(image).to_be_visible()
+    await assert_accessible(console, "the staff console, signed in, a QR code shown")
     assert await image.evaluate("(img) => img.complete && img.naturalWidth > 0")
     async with console.expect_download() as started:
         await demo.get_by_role("link", name="Download the QR code (PNG)").click()

@@ -21,6 +21,7 @@ from playwright.async_api import Browser, BrowserContext, Page, Route, expect
 from scripts.stack.settings import DEMO_POLL
 from shared.captcha import expected_answer
 from shared.catalog import load_catalog
+from tests.support.a11y import assert_accessible
 from tests.support.http import vote_as_a_new_voter
 
 pytestmark = pytest.mark.e2e
@@ -94,6 +95,9 @@ async def _vote_then_daily_limit_then_english(
     for label in ("优", "良", "中", "差"):
         await expect(ratings.get_by_role("radio", name=label, exact=True)).to_be_visible()
     await expect(page.locator("#countdown")).to_contain_text("距投票截止还有")
+    await page.get_by_role("button", name="提交投票").click()
+    await expect(page.locator("#choice-error")).to_be_visible()
+    await assert_accessible(page, "the voting page, its errors shown")
 
     # First vote of the day: recorded.
     outcome = page.locator("#outcome")
@@ -104,6 +108,7 @@ async def _vote_then_daily_limit_then_english(
     await expect(outcome).to_contain_text("投票编号")
     await expect(outcome).to_contain_text(re.compile(r"投票日：\d{4}年\d{1,2}月\d{1,2}日"))
     await screenshot(page, "1-accepted-zh")
+    await assert_accessible(page, "the voting page, the vote accepted")
 
     # Second vote the same day: refused, with the hour to come back on Beijing time.
     await ratings.get_by_role("radio", name="良", exact=True).check()
@@ -115,6 +120,7 @@ async def _vote_then_daily_limit_then_english(
     )
     await expect(outcome).not_to_contain_text("投票成功")
     await screenshot(page, "2-daily-limit-zh")
+    await assert_accessible(page, "the voting page, the vote refused")
 
     # The same page in English: this device has used up today, and the page says so
     # instead of offering a vote that would be turned away.
@@ -130,6 +136,7 @@ async def _vote_then_daily_limit_then_english(
     await expect(page.get_by_role("button", name="Submit vote")).to_be_hidden()
     assert captcha_requests == [], "a page with no vote to cast still fetched a captcha"
     await screenshot(page, "3-voted-today-en")
+    await assert_accessible(page, "the voting page in English, voted today")
 
     # The choice of language is remembered on the next visit.
     await page.goto(f"{gateway_url}/")
@@ -394,6 +401,20 @@ async def test_an_entered_voter_can_correct_the_number_while_entries_are_open(
     await page.reload()
     await expect(status).to_contain_text("已报名：137****7001")
     await expect(page.get_by_role("button", name="修改姓名或手机号")).to_be_visible()
+    await assert_accessible(page, "the voting page, entered in the draw")
+
+
+@pytest.mark.parametrize("path", ["/", "/?lang=en", "/polls/no-such-poll", "closed"])
+async def test_the_other_pages_pass_the_accessibility_checks(
+    phone: BrowserContext, gateway_url: str, closed_poll: str, path: str
+) -> None:
+    page = await phone.new_page()
+    await page.goto(gateway_url + (f"/polls/{closed_poll}" if path == "closed" else path))
+    await expect(page.get_by_role("heading", level=1)).to_be_visible()
+    if path == "closed":  # what the script fills in: the final count and the draw
+        await expect(page.locator("#results-total")).to_have_text(re.compile(r"^共 [\d,]+ 票$"))
+        await expect(page.locator("#lottery-draw")).not_to_be_empty()
+    await assert_accessible(page, path)
 
 
 # What an older in-app browser of a messaging app lacks, among what the page could use.
