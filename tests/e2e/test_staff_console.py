@@ -282,3 +282,28 @@ async def test_after_delivery_staff_erase_entrants_details_and_the_export_goes(
     assert sent == [{"confirm": closed_poll}]
     await expect(closed.get_by_role("button", name="Download winners CSV")).to_be_hidden()
     await expect(button).to_be_hidden()
+
+
+@pytest.mark.parametrize(
+    ("histogram", "bars"), [({"0": 0}, []), ({"0": 2, "1": 0, "2": 3}, ["2", "0", "3"])]
+)
+async def test_entries_by_days_voted_are_bars_or_say_there_are_none(
+    console: Page,
+    gateway_url: str,
+    staff_token: str,
+    closed_poll: str,
+    histogram: dict[str, int],
+    bars: list[str],
+) -> None:
+    entries = sum(histogram.values())
+    await amend_listing(console, closed_poll, {"days_histogram": histogram, "entries": entries})
+    await sign_in(console, gateway_url, staff_token)
+    chart = card(console, closed_poll).locator(".histogram")
+    columns = chart.locator(".bar-col")
+    if not bars:
+        await expect(chart).to_have_text("No entries yet.")
+        await expect(columns).to_have_count(0)
+        return
+    await expect(columns).to_have_count(len(bars))
+    for days, (column, n) in enumerate(zip(await columns.all(), bars, strict=True)):
+        await expect(column).to_have_attribute("title", f"{n} entries voted on {days} day(s)")

@@ -94,7 +94,14 @@
 
   function fillHistogram(target, histogram) {
     const entries = Object.entries(histogram || {});
-    const top = Math.max(1, ...entries.map(([, n]) => n));
+    const top = Math.max(0, ...entries.map(([, n]) => n));
+    target.classList.toggle("empty", top === 0);
+    if (top === 0) {
+      const none = document.createElement("p");
+      none.className = "hint";
+      none.textContent = S.histogram_empty;
+      return target.replaceChildren(none);
+    }
     target.replaceChildren(
       ...entries.map(([days, n]) => {
         const column = document.createElement("div");
