@@ -10,7 +10,7 @@ import base64
 import logging
 from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Final
 
 from aiokafka import ConsumerRecord, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
@@ -102,6 +102,25 @@ def _metrics_settings(
     return KafkaMetricsSettingsProvider()
 
 
+class _TopicsAlreadyChecked(logging.Filter):
+    """FastStream warns at every subscriber start that it will not create topics, whether
+    they exist or not. Topics are created before any subscriber starts (by each service,
+    `wait_for_topics`, or in Kubernetes by the operator's KafkaTopic objects), so the line
+    would only teach operators to skim past warnings."""
+
+    MESSAGE: Final = "Auto create topics is disabled. Make sure the topics exist."
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.getMessage() != self.MESSAGE
+
+
+def broker_logger(client_id: str) -> logging.Logger:
+    logger = logging.getLogger(f"{client_id}.broker")
+    if not any(isinstance(f, _TopicsAlreadyChecked) for f in logger.filters):
+        logger.addFilter(_TopicsAlreadyChecked())
+    return logger
+
+
 def make_broker(settings: ServiceSettings, *, client_id: str) -> KafkaBroker:
     """The FastStream broker for subscribing; records are published by make_producer's."""
     options: dict[str, Any] = {
@@ -110,7 +129,7 @@ def make_broker(settings: ServiceSettings, *, client_id: str) -> KafkaBroker:
         "retry_backoff_ms": 100,
         "allow_auto_create_topics": False,
         "graceful_timeout": 10.0,
-        "logger": logging.getLogger(f"{client_id}.broker"),
+        "logger": broker_logger(client_id),
         # Per-message "Received/Processed" lines are debug detail, not operations news.
         "log_level": logging.DEBUG,
         "security": _security(settings),
