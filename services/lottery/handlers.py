@@ -341,27 +341,27 @@ class Lottery:
         return _view(poll, self.clock(), fixed, made, entries)
 
     async def staff_overview(self) -> list[dict[str, Any]]:
-        """Every poll with a draw: its state, entries, days histogram and masked results.
-
-        Also its options and results policy, for the console's count (read from tally), and
-        which staff member made the draw."""
+        """Every poll of the catalog, for the staff console, with its voting window,
+        options and results policy (for the count, read from tally). A poll with a draw
+        adds its state, entries, days histogram, masked results and who made the draw;
+        one without has the voting state (upcoming, open, closed) and `lottery` false."""
         await self.fix_due_commitments()
         now = self.clock()
         draws = await store.all_draws(self.pool)
         views = []
         for poll in self.catalog.polls:
             if poll.lottery is None:
+                views.append(
+                    {"poll_id": poll.id, "lottery": False, "state": poll.state_at(now).value}
+                    | _catalog_facts(poll)
+                )
                 continue
             weights = await store.weights(self.pool, poll.id)
             view = _view(
                 poll, now, self._commitments.get(poll.id), draws.get(poll.id), len(weights)
             )
-            view["title"] = poll.title
-            view["opens_at"] = format_utc(poll.opens_at)
-            view["closes_at"] = format_utc(poll.closes_at)
-            view["timezone"] = poll.timezone
-            view["options"] = list(poll.options)
-            view["results"] = poll.results
+            view["lottery"] = True
+            view |= _catalog_facts(poll)
             made = draws.get(poll.id)
             view["drawn_by"] = made.drawn_by if made is not None else None
             erased = made.details_erased_at if made is not None else None
@@ -419,6 +419,17 @@ def _view(
         "drawn_at": format_utc(made.drawn_at) if made is not None else None,
         "winners": _public(made, WINNER),
         "reserve_list": _public(made, RESERVE),
+    }
+
+
+def _catalog_facts(poll: Poll) -> dict[str, Any]:
+    return {
+        "title": poll.title,
+        "opens_at": format_utc(poll.opens_at),
+        "closes_at": format_utc(poll.closes_at),
+        "timezone": poll.timezone,
+        "options": list(poll.options),
+        "results": poll.results,
     }
 
 

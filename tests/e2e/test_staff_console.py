@@ -307,3 +307,23 @@ async def test_entries_by_days_voted_are_bars_or_say_there_are_none(
     await expect(columns).to_have_count(len(bars))
     for days, (column, n) in enumerate(zip(await columns.all(), bars, strict=True)):
         await expect(column).to_have_attribute("title", f"{n} entries voted on {days} day(s)")
+
+
+async def test_a_poll_without_a_prize_draw_shows_its_window_page_and_count(
+    console: Page, gateway_url: str, staff_token: str, closed_poll: str
+) -> None:
+    # The stack's polls all have a draw; the console is shown the closed one without.
+    await amend_listing(console, closed_poll, {"lottery": False, "state": "closed"})
+    await sign_in(console, gateway_url, staff_token)
+    closed = card(console, closed_poll)
+    await expect(closed.locator(".state")).to_have_text("closed")
+    await expect(closed).to_contain_text("20 Dec 2021, 09:00 → 8 Jan 2022, 09:00 (Asia/Shanghai)")
+    await expect(closed).to_contain_text("this poll has no prize draw")
+    address = f"{gateway_url}/polls/{closed_poll}"
+    await expect(closed.get_by_role("link", name=address)).to_be_visible()
+    await expect(closed.locator("table.count tbody tr")).to_have_count(4)
+    await expect(closed.get_by_role("heading", name="Count")).to_be_visible()
+    for lottery_part in ("Entries by days voted", "Draw", "Winners"):
+        await expect(closed.get_by_role("heading", name=lottery_part, exact=True)).to_be_hidden()
+    await expect(closed.get_by_text("Commitment", exact=True)).to_be_hidden()
+    await assert_accessible(console, "the staff console, a poll without a prize draw")

@@ -572,6 +572,22 @@ async def test_a_draw_end_to_end_leaks_no_phone_number(
     assert flow["drawn_by"] == "tester"
     # For the console's count, read from tally: the options in order and who may see it.
     assert (flow["options"], flow["results"]) == (["excellent", "good", "fair", "poor"], "live")
+    assert flow["lottery"] is True
+    # A poll without a prize draw is listed too, for its count and its page.
+    plain = {p["poll_id"]: p for p in console.json()["polls"] if not p["lottery"]}
+    assert plain == {
+        "nolot": {
+            "poll_id": "nolot",
+            "lottery": False,
+            "state": "closed",
+            "title": "No prize draw",
+            "opens_at": "2021-12-20T01:00:00.000000Z",
+            "closes_at": "2022-01-08T01:00:00.000000Z",
+            "timezone": "Asia/Shanghai",
+            "options": ["excellent", "good"],
+            "results": "live",
+        }
+    }
 
     audited = await lottery.pool.fetch(
         "SELECT staff, action, outcome FROM staff_audit WHERE poll_id = 'flow' ORDER BY id"

@@ -300,11 +300,11 @@ def console_strings(page: httpx.Response) -> dict[str, str]:
 @pytest.mark.parametrize(
     ("query", "cookie", "html_lang", "heading"),
     [
-        ("", None, "zh-CN", "抽奖 · 工作人员控制台"),
-        ("?lang=en", None, "en", "Prize draw · staff console"),
-        ("", "en", "en", "Prize draw · staff console"),
-        ("?lang=zh", "en", "zh-CN", "抽奖 · 工作人员控制台"),
-        ("?lang=fr", "klingon", "zh-CN", "抽奖 · 工作人员控制台"),
+        ("", None, "zh-CN", "网络评议 · 工作人员控制台"),
+        ("?lang=en", None, "en", "Public review · staff console"),
+        ("", "en", "en", "Public review · staff console"),
+        ("?lang=zh", "en", "zh-CN", "网络评议 · 工作人员控制台"),
+        ("?lang=fr", "klingon", "zh-CN", "网络评议 · 工作人员控制台"),
     ],
 )
 async def test_the_console_speaks_chinese_unless_english_is_asked_for(

@@ -178,25 +178,35 @@
     field(card, "title").textContent = poll.title;
     field(card, "poll_id").textContent = poll.poll_id;
     field(card, "state").textContent = S["state_" + poll.state] || poll.state;
-    field(card, "prize_line").textContent = t("prize_line", poll);
-    field(card, "entries_line").textContent = t("entries_line", poll);
     field(card, "opens_at").textContent = pollTime(poll.opens_at, poll.timezone);
     field(card, "closes_at").textContent = pollTime(poll.closes_at, poll.timezone);
     field(card, "timezone").textContent = poll.timezone;
     fillPageLinks(card, poll);
+    // A lottery poll is "open" until the close (its draw states come after); one without
+    // a prize draw has the voting states: upcoming, open, closed.
+    const closed = poll.lottery ? poll.state !== "open" : poll.state === "closed";
+    card.querySelector('[data-part="count-private"]').hidden = !(poll.results === "after_close" && !closed);
+    for (const part of card.querySelectorAll('[data-part="lottery"]')) part.hidden = !poll.lottery;
+    for (const part of card.querySelectorAll('[data-part="no-lottery"]')) part.hidden = poll.lottery;
+    fillLottery(card, poll);
+    return card;
+  }
+
+  // The prize draw's part of a card: entries, the draw, its results and the erasure.
+  function fillLottery(card, poll) {
+    const has = (state) => poll.lottery && poll.state === state;
+    for (const part of card.querySelectorAll('[data-part="drawn"]')) part.hidden = !has("drawn");
+    card.querySelector('[data-part="draw"]').hidden = !has("awaiting_draw");
+    card.querySelector('[data-part="results"]').hidden = !has("drawn");
+    if (!poll.lottery) return;
+    field(card, "prize_line").textContent = t("prize_line", poll);
+    field(card, "entries_line").textContent = t("entries_line", poll);
     field(card, "drawn_at").textContent = poll.drawn_at
       ? t("drawn_line", { time: pollTime(poll.drawn_at, poll.timezone), who: poll.drawn_by })
       : "";
-    for (const part of card.querySelectorAll('[data-part="drawn"]')) part.hidden = !poll.drawn_at;
     field(card, "commitment").textContent = poll.commitment || S.no_commitment;
     fillHistogram(field(card, "histogram"), poll.days_histogram);
-    const drawPart = card.querySelector('[data-part="draw"]');
-    const results = card.querySelector('[data-part="results"]');
-    drawPart.hidden = poll.state !== "awaiting_draw";
     card.querySelector('[data-part="before-close"]').hidden = poll.state !== "open";
-    card.querySelector('[data-part="count-private"]').hidden =
-      !(poll.results === "after_close" && poll.state === "open");
-    results.hidden = poll.state !== "drawn";
     if (poll.state === "drawn") {
       fillRanked(field(card, "winners"), poll.winners, S.no_winners);
       fillRanked(field(card, "reserve_list"), poll.reserve_list, S.no_reserves);
@@ -206,7 +216,6 @@
     confirmedAction(card, poll, "draw", () => draw(poll, card));
     confirmedAction(card, poll, "erase", () => erase(poll));
     card.querySelector('[data-action="csv"]').addEventListener("click", () => downloadCsv(poll, card));
-    return card;
   }
 
   function showError(card, message) {
@@ -342,8 +351,9 @@
     clearTimeout(nextChange);
     const moments = [];
     for (const poll of polls) {
+      if (poll.state === "upcoming") moments.push(Date.parse(poll.opens_at));
       if (poll.state !== "open") continue;
-      if (!poll.commitment) moments.push(Date.parse(poll.opens_at));
+      if (poll.lottery && !poll.commitment) moments.push(Date.parse(poll.opens_at));
       moments.push(Date.parse(poll.closes_at));
     }
     if (!moments.length) return;
