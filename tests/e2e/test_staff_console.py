@@ -327,3 +327,40 @@ async def test_a_poll_without_a_prize_draw_shows_its_window_page_and_count(
         await expect(closed.get_by_role("heading", name=lottery_part, exact=True)).to_be_hidden()
     await expect(closed.get_by_text("Commitment", exact=True)).to_be_hidden()
     await assert_accessible(console, "the staff console, a poll without a prize draw")
+
+
+WINNER = {
+    "rank": 1,
+    "entry_id": "9f2c4e0b7a1d3c5e8f6a2b4d6c8e0a1f",
+    "name_masked": "欧阳**",
+    "phone_masked": "138****5678",
+}
+
+
+@pytest.mark.parametrize(
+    "changes",
+    [
+        {"state": "awaiting_draw", "drawn_at": None},
+        {"state": "drawn", "winners": [WINNER] * 3, "reserve_list": [WINNER]},
+    ],
+    ids=["awaiting_draw", "drawn"],
+)
+async def test_on_a_phone_the_console_fits_the_screen(
+    browser: Browser,
+    gateway_url: str,
+    staff_token: str,
+    closed_poll: str,
+    changes: dict[str, Any],
+) -> None:
+    context = await browser.new_context(viewport={"width": 360, "height": 740}, is_mobile=True)
+    page = await context.new_page()
+    try:
+        await amend_listing(page, closed_poll, changes)
+        await sign_in(page, gateway_url, staff_token)
+        await expect(card(page, closed_poll).locator("table.count tbody tr")).to_have_count(4)
+        widths = await page.evaluate(
+            "[document.documentElement.scrollWidth, document.documentElement.clientWidth]"
+        )
+        assert widths[0] <= widths[1], f"the console scrolls sideways on a phone: {widths}"
+    finally:
+        await context.close()
