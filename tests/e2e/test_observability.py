@@ -12,7 +12,7 @@ import json
 import re
 import secrets
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -147,6 +147,50 @@ def test_broker_level_figures_come_from_faststreams_middleware(
     eventually(
         every_consumer_reports, within=SCRAPED_WITHIN, what=f"{wanted} per consumer", interval=1.0
     )
+
+
+# Contract section 9: what every SRE dashboard may rely on, with the labels it names.
+CONTRACT_SERIES = {
+    "votes_submitted_total": {"poll"},
+    # An accepted vote has no reason: Prometheus stores a label with an empty value as
+    # no label, so `reason` is asked of the rejected series only (below).
+    "votes_decided_total": {"poll", "verdict"},
+    "votes_counted_total": {"poll", "choice"},
+    "vote_decision_delay_seconds_bucket": {"le"},
+    "vote_count_delay_seconds_bucket": {"le"},
+    "lottery_entries": {"poll"},
+}
+
+
+def test_every_contract_metric_is_in_prometheus_with_its_labels(
+    client: httpx.Client, prometheus: httpx.Client, captcha_secret: str
+) -> None:
+    poll = open_poll(client)
+    _accepted_votes(client, poll, captcha_secret, count=1)
+    wrong = Captcha(new_captcha(client, captcha_secret).captcha_id, "wrong")
+    refused = cast_vote(client, poll["id"], new_voter(client), poll["options"][0], wrong)
+    assert wait_for_decision(client, refused.json()["vote_id"])["reason"] == "captcha_wrong"
+
+    def labels_of(selector: str) -> list[set[str]]:
+        return [set(s["metric"]) for s in query(prometheus, selector)]
+
+    def scraped(selector: str) -> Callable[[], bool]:
+        return lambda: bool(labels_of(selector))
+
+    for name, wanted in CONTRACT_SERIES.items():
+        eventually(scraped(name), within=SCRAPED_WITHIN, what=f"{name} in Prometheus", interval=1.0)
+        missing = [labels for labels in labels_of(name) if not wanted <= labels]
+        assert missing == [], f"{name} series without {wanted}: {missing}"
+    polls = {s["metric"]["poll"] for s in query(prometheus, "lottery_entries")}
+    assert poll["id"] in polls, polls
+    eventually(
+        scraped('votes_decided_total{reason="captcha_wrong"}'),
+        within=SCRAPED_WITHIN,
+        what="a rejection by its reason in Prometheus",
+        interval=1.0,
+    )
+    rejected = labels_of('votes_decided_total{verdict="rejected"}')
+    assert all("reason" in labels for labels in rejected), rejected
 
 
 def test_consumer_lag_is_published_for_every_consumer_group(prometheus: httpx.Client) -> None:
