@@ -104,6 +104,11 @@ STRINGS: Final[dict[Lang, dict[str, str]]] = {
             "投票结束后将公开抽取 {prizes} 名幸运者，每人获得一份“{prize}”。"
             "每投票一天，中奖机会增加一份。报名一次即可，之后每天投票都会自动计入。"
         ),
+        "lottery_heading_closed": "抽奖",
+        "lottery_rules_closed": (
+            "投票结束后，在报名者中公开抽取 {prizes} 名幸运者，每人获得一份“{prize}”；"
+            "每投票一天，中奖机会增加一份。"
+        ),
         "lottery_name": "姓名",
         "lottery_phone": "手机号码",
         "lottery_phone_hint": "11 位中国大陆手机号，仅用于通知中奖和寄送奖品",
@@ -229,6 +234,12 @@ STRINGS: Final[dict[Lang, dict[str, str]]] = {
             "When voting closes, {prizes} winners will be drawn in public; each receives "
             "one “{prize}”. Every day you vote adds one more chance. Enter once: each later "
             "day you vote is counted automatically."
+        ),
+        "lottery_heading_closed": "Prize draw",
+        "lottery_rules_closed": (
+            "After the close, {prizes} winners are drawn in public among those who entered; "
+            "each receives one “{prize}”, and every day a person voted counts as one more "
+            "chance."
         ),
         "lottery_name": "Name",
         "lottery_phone": "Mobile number",

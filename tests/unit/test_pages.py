@@ -53,6 +53,7 @@ polls:
     opens_at: 2021-11-01T09:00:00+08:00
     closes_at: 2021-12-01T09:00:00+08:00
     results: after_close
+    lottery: {prizes: 5, prize: 文创礼包}
   - id: hostile-title
     title: "</script><script>alert('title')</script>"
     summary: x
@@ -209,6 +210,25 @@ async def test_closed_poll_has_no_form_and_shows_results(client: httpx.AsyncClie
     assert "Voting has closed" in html
     assert 'id="results-bars"' in html, "after_close results are shown once closed"
     assert 'id="countdown"' not in html
+
+
+@pytest.mark.parametrize(
+    ("path", "heading", "rules"),
+    [
+        ("/polls/open-poll", "参加抽奖", "投票结束后将公开抽取 30 名幸运者"),
+        ("/polls/closed-poll", "抽奖", "投票结束后，在报名者中公开抽取 5 名幸运者"),
+        ("/polls/closed-poll?lang=en", "Prize draw", "After the close, 5 winners are drawn"),
+    ],
+)
+async def test_the_draw_is_told_as_an_invitation_only_while_entries_are_open(
+    client: httpx.AsyncClient, path: str, heading: str, rules: str
+) -> None:
+    html = (await client.get(path)).text
+
+    assert f'<h2 id="lottery-heading">{heading}</h2>' in html
+    assert rules in html
+    if "closed" in path:
+        assert "Enter once" not in html and "报名一次即可" not in html
 
 
 async def test_poll_list_shows_every_poll_with_its_state(client: httpx.AsyncClient) -> None:
