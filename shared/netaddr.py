@@ -1,4 +1,5 @@
-"""The client's address, trusting X-Forwarded-For only from configured proxies.
+"""The client's address and the origin it used, trusting forwarded headers (X-Forwarded-For,
+X-Forwarded-Proto) only from configured proxies.
 
 Rate limits key on this address, so it must not be spoofable: a client talking to a
 service directly cannot choose its address by sending the header.
