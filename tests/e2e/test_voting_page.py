@@ -332,6 +332,23 @@ async def serve_lottery(page: Page, poll: str, lottery: dict[str, Any]) -> None:
     await page.route(re.compile(rf".*/api/v1/polls/{poll}/lottery/entry$"), entry)
 
 
+async def test_a_page_left_open_after_the_close_shows_the_draw_once_it_is_made(
+    phone: BrowserContext, gateway_url: str, closed_poll: str
+) -> None:
+    page = await phone.new_page()
+    await page.clock.install()
+    lottery = {**DRAWN, "state": "awaiting_draw", "drawn_at": None, "winners": []}
+    await serve_lottery(page, closed_poll, lottery)
+    await page.goto(f"{gateway_url}/polls/{closed_poll}?lang=en")
+    draw = page.locator("#lottery-draw")
+    await expect(draw).to_contain_text("the winners will be shown here")
+
+    lottery.update(DRAWN)  # staff make the draw while the page stays open
+    await page.clock.fast_forward("00:31")
+    await expect(draw).to_contain_text("The draw was made on 8 Jan 2022, 10:00.")
+    await expect(draw.locator("ol.winners li")).to_have_count(2)
+
+
 @pytest.mark.parametrize("entered", [True, False])
 async def test_after_the_draw_the_page_lists_the_winners_and_tells_a_winner(
     phone: BrowserContext, gateway_url: str, closed_poll: str, entered: bool

@@ -738,6 +738,8 @@
   }
 
   // After the close: the draw's outcome, public and masked, and whether this voter won.
+  const DRAW_CHECK_MS = 30000;
+
   async function showDraw() {
     const box = $("lottery-draw");
     if (!box) return;
@@ -752,6 +754,8 @@
     const lines = [];
     if (draw.state === "awaiting_draw") {
       lines.push(el("p", S.lottery_awaiting));
+      // The draw comes minutes or hours after the close: a page left open looks again.
+      setTimeout(showDraw, DRAW_CHECK_MS);
     } else if (draw.state === "drawn") {
       const winners = draw.winners || [];
       lines.push(el("p", t("lottery_drawn", { time: formatDateTime(draw.drawn_at) })));
