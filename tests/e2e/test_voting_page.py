@@ -398,17 +398,29 @@ async def test_an_entered_voter_can_correct_the_number_while_entries_are_open(
     phone: BrowserContext, gateway_url: str
 ) -> None:
     page = await phone.new_page()
+
+    async def slow_lookup(route: Route) -> None:
+        if route.request.method == "GET":
+            await asyncio.sleep(1.5)  # a slow network: the entry's lookup lands late
+        await route.continue_()
+
+    await page.route(re.compile(r".*/lottery/entry$"), slow_lookup)
     await page.goto(f"{gateway_url}/polls/{DEMO_POLL}")
     status = page.locator("#lottery-status")
     await page.get_by_label("姓名").fill("王五")
     await page.get_by_label("手机号码").fill("137 0013 7000")
-    await page.get_by_role("button", name="报名抽奖").click()
-    await expect(status).to_contain_text("已报名：137****7000")
-    await expect(page.get_by_label("手机号码")).to_be_hidden()
+    async with page.expect_response(
+        lambda r: r.url.endswith("/lottery/entry") and r.request.method == "GET"
+    ) as late_lookup:
+        await page.get_by_role("button", name="报名抽奖").click()
+        await expect(status).to_contain_text("已报名：137****7000")
+        await expect(page.get_by_label("手机号码")).to_be_hidden()
 
-    # The number was mistyped: the entry is corrected from the same page.
-    await page.get_by_role("button", name="修改姓名或手机号").click()
-    await expect(page.get_by_label("姓名")).to_be_focused()
+        # The number was mistyped: the entry is corrected from the same page, at once.
+        await page.get_by_role("button", name="修改姓名或手机号").click()
+        await expect(page.get_by_label("姓名")).to_be_focused()
+    await late_lookup.value
+    await expect(page.get_by_label("手机号码")).to_be_visible()
     await page.get_by_label("手机号码").fill("13700137001")
     await page.get_by_role("button", name="保存修改").click()
     await expect(status).to_contain_text("已报名：137****7001")

@@ -645,6 +645,7 @@
 
   let lotteryEntered = false;
   let myEntryId = null;
+  let correctingEntry = false; // the voter has opened the form to change their entry
 
   function lotterySubmitLabel() {
     return lotteryEntered ? S.lottery_update : S.lottery_submit;
@@ -668,6 +669,7 @@
       const change = el("button", S.lottery_change, "button secondary");
       change.type = "button";
       change.addEventListener("click", () => {
+        correctingEntry = true;
         change.hidden = true;
         $("lottery-submit").textContent = lotterySubmitLabel();
         lotteryForm.hidden = false;
@@ -682,7 +684,8 @@
     if (!$("lottery") || !savedSession()) return; // no identity yet: nothing to look up
     try {
       const response = await asVoter("GET", POLL_PATH + "/lottery/entry");
-      if (response.ok && response.data) showEntry(response.data);
+      // A lookup that lands late must not close the form under a voter correcting it.
+      if (response.ok && response.data && !correctingEntry) showEntry(response.data);
     } catch {
       // the form stays available; nothing to tell the voter
     }
@@ -718,6 +721,7 @@
       });
       const code = problemCode(response);
       if (response.ok && response.data) {
+        correctingEntry = false;
         showEntry(response.data);
         refreshEntry();
       } else if (code === "invalid_phone") {
