@@ -382,3 +382,25 @@ async def test_on_a_phone_the_console_fits_the_screen(
         assert widths[0] <= widths[1], f"the console scrolls sideways on a phone: {widths} {wide}"
     finally:
         await context.close()
+
+
+async def test_what_staff_type_survives_the_cards_being_redrawn(
+    console: Page, gateway_url: str, staff_token: str, closed_poll: str
+) -> None:
+    # Cards are redrawn on Refresh and at any poll's opening or close, maybe mid-typing.
+    await amend_listing(console, closed_poll, {"state": "awaiting_draw", "drawn_at": None})
+    await sign_in(console, gateway_url, staff_token)
+    closed = card(console, closed_poll)
+    await closed.get_by_label("Optional public entropy").fill("SZSE 14012.34")
+    await closed.get_by_label("Poll id", exact=True).fill(closed_poll)
+    await expect(closed.get_by_role("button", name="Draw winners")).to_be_enabled()
+
+    await closed.evaluate("card => { card.dataset.before = 'refresh'; }")
+    # A reload as the timers make one: the typing hand and the focus stay where they are.
+    await console.evaluate("document.getElementById('refresh').click()")
+    await expect(console.locator("section.poll[data-before]")).to_have_count(0)  # redrawn
+    closed = card(console, closed_poll)
+    await expect(closed.get_by_label("Optional public entropy")).to_have_value("SZSE 14012.34")
+    await expect(closed.get_by_label("Poll id", exact=True)).to_have_value(closed_poll)
+    await expect(closed.get_by_label("Poll id", exact=True)).to_be_focused()
+    await expect(closed.get_by_role("button", name="Draw winners")).to_be_enabled()

@@ -277,6 +277,36 @@
     setTimeout(() => URL.revokeObjectURL(url), 10000);
   }
 
+  // The cards are redrawn on every load (a click on Refresh, another poll's opening or
+  // close): what staff were typing into a form carries over, focus included.
+  function typedInputs() {
+    const typed = [];
+    for (const item of shown) {
+      for (const input of item.card.querySelectorAll("[data-input]")) {
+        if (input.value) {
+          typed.push({
+            poll: item.poll.poll_id,
+            name: input.dataset.input,
+            value: input.value,
+            focused: input === document.activeElement,
+          });
+        }
+      }
+    }
+    return typed;
+  }
+
+  function restoreInputs(typed) {
+    for (const { poll, name, value, focused } of typed) {
+      const item = shown.find((candidate) => candidate.poll.poll_id === poll);
+      const input = item && item.card.querySelector('[data-input="' + name + '"]');
+      if (!input) continue;
+      input.value = value;
+      input.dispatchEvent(new Event("input")); // the confirm field enables its button
+      if (focused) input.focus();
+    }
+  }
+
   async function load() {
     $("status").textContent = S.loading;
     let response;
@@ -298,8 +328,10 @@
     $("sign-out").hidden = false;
     $("refresh").hidden = false;
     $("status").textContent = data.polls.length ? "" : S.no_polls;
+    const typed = typedInputs();
     shown = data.polls.map((poll) => ({ poll, card: renderPoll(poll), final: false }));
     $("polls").replaceChildren(...shown.map((item) => item.card));
+    restoreInputs(typed);
     reloadAtNextChange(data.polls);
     clearInterval(countTimer);
     refreshCounts();
