@@ -21,7 +21,7 @@ from jinja2 import Environment, FileSystemLoader, StrictUndefined
 from markdown_it import MarkdownIt
 from markupsafe import Markup
 from starlette.requests import Request
-from starlette.responses import HTMLResponse, Response
+from starlette.responses import HTMLResponse, RedirectResponse, Response
 from starlette.routing import BaseRoute, Mount, Route
 from starlette.staticfiles import PathLike, StaticFiles
 from starlette.types import Scope
@@ -273,8 +273,13 @@ class Pages:
         return self.render(request, "index.html", context)
 
     async def poll(self, request: Request) -> Response:
-        poll = self.catalog.get(request.path_params["poll"])
+        requested = request.path_params["poll"]
+        poll = self.catalog.get(requested)
         if poll is None:
+            meant = self.meant(requested)
+            if meant is not None:
+                query = request.url.query
+                return RedirectResponse(f"{meant}?{query}" if query else meant, 301)
             return self.render(request, "not_found.html", lambda lang: {}, status=404)
         now = self.clock()
 
@@ -283,6 +288,14 @@ class Pages:
             return {"view": view, "data": page_data(view, now, lang)}
 
         return self.render(request, "poll.html", context)
+
+    def meant(self, requested: str) -> str | None:
+        """The page a near miss means: a link passed around with a trailing slash or in
+        capitals, or the bare /polls/ (the poll list); None when nothing is meant."""
+        tidy = requested.strip("/").lower()
+        if not tidy:
+            return "/"
+        return f"/polls/{tidy}" if self.catalog.get(tidy) is not None else None
 
     async def qr_code(self, request: Request) -> Response:
         """The QR code of the poll page's address, as this request reached the site."""

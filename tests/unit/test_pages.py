@@ -231,6 +231,30 @@ async def test_the_draw_is_told_as_an_invitation_only_while_entries_are_open(
         assert "Enter once" not in html and "报名一次即可" not in html
 
 
+@pytest.mark.parametrize(
+    ("path", "location"),
+    [
+        ("/polls/open-poll/", "/polls/open-poll"),
+        ("/polls/OPEN-Poll?lang=en", "/polls/open-poll?lang=en"),
+        ("/polls/open-poll//?from=singlemessage", "/polls/open-poll?from=singlemessage"),
+        ("/polls/", "/"),
+    ],
+)
+async def test_a_link_passed_around_slightly_wrong_still_lands_on_its_page(
+    client: httpx.AsyncClient, path: str, location: str
+) -> None:
+    response = await client.get(path)
+
+    assert (response.status_code, response.headers["location"]) == (301, location)
+
+
+@pytest.mark.parametrize("path", ["/polls/nope/", "/polls/open-poll/x", "/polls/open-poll.html"])
+async def test_a_page_that_is_not_there_is_still_not_found(
+    client: httpx.AsyncClient, path: str
+) -> None:
+    assert (await client.get(path)).status_code == 404
+
+
 async def test_poll_list_shows_every_poll_with_its_state(client: httpx.AsyncClient) -> None:
     html = (await client.get("/")).text
 
