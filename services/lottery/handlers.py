@@ -176,11 +176,7 @@ class Lottery:
         fixed = await self._required_commitment(poll)
         key = self.cipher.subkey(ENTRY_ID_KEY_LABEL, key_id=fixed.entry_key_id)
         eid = entry_id(key, poll.id, form.phone)
-        sealed = store.SealedEntry(
-            entry_id=eid,
-            name_sealed=self.cipher.encrypt(form.name, aad=entry_aad(poll.id, eid, "name")),
-            phone_sealed=self.cipher.encrypt(form.phone, aad=entry_aad(poll.id, eid, "phone")),
-        )
+        sealed = self._seal(poll.id, eid, form.name, form.phone)
         created = await store.register(self.pool, poll.id, voter_id, sealed)
         log.info("entry registered", extra={"poll": poll.id, "entry_id": eid, "new": created})
         return Registered(created, eid, mask_phone(form.phone))
@@ -196,6 +192,14 @@ class Lottery:
             "name_masked": mask_name(name),
             "days": mine.days,
         }
+
+    def _seal(self, poll_id: str, eid: str, name: str, phone: str) -> store.SealedEntry:
+        """An entry's name and phone, each bound to its poll, entry and field."""
+        return store.SealedEntry(
+            entry_id=eid,
+            name_sealed=self.cipher.encrypt(name, aad=entry_aad(poll_id, eid, "name")),
+            phone_sealed=self.cipher.encrypt(phone, aad=entry_aad(poll_id, eid, "phone")),
+        )
 
     def _open(self, poll_id: str, sealed: store.SealedEntry) -> tuple[str, str]:
         eid = sealed.entry_id
@@ -322,15 +326,8 @@ class Lottery:
         return Erased(True, at, staff, len(masked))
 
     def _masked(self, poll_id: str, sealed: store.SealedEntry) -> store.SealedEntry:
-        eid = sealed.entry_id
         name, phone = self._open(poll_id, sealed)
-        return store.SealedEntry(
-            entry_id=eid,
-            name_sealed=self.cipher.encrypt(mask_name(name), aad=entry_aad(poll_id, eid, "name")),
-            phone_sealed=self.cipher.encrypt(
-                mask_phone(phone), aad=entry_aad(poll_id, eid, "phone")
-            ),
-        )
+        return self._seal(poll_id, sealed.entry_id, mask_name(name), mask_phone(phone))
 
     # ---- what is shown --------------------------------------------------------------
 
