@@ -17,7 +17,6 @@ import os
 import random
 import re
 import subprocess
-import sys
 from collections.abc import AsyncIterator, Iterator
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
@@ -39,6 +38,7 @@ from shared.events import VoteAccepted
 from shared.kafka import client_options
 from shared.pg import create_pool
 from tests.conftest import random_vote_id, unique_name
+from tests.support.commands import run_module
 from tests.support.kafka import create_topics, eventually, produce
 
 pytestmark = pytest.mark.integration
@@ -58,7 +58,6 @@ OWN_CLOSES = {
     "gate": CLOSES + timedelta(days=1),
     "busy": CLOSES + timedelta(days=2),
 }
-ROOT = Path(__file__).resolve().parents[2]
 
 
 def catalog_yaml() -> str:
@@ -724,11 +723,4 @@ async def test_the_verifier_passes_the_audit_record_and_fails_a_tampered_one(
 
 
 def verify(path: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "services.lottery.verify", str(path)],
-        capture_output=True,
-        text=True,
-        cwd=ROOT,
-        timeout=60,
-        check=False,
-    )
+    return run_module("services.lottery.verify", str(path))

@@ -5,16 +5,14 @@ from __future__ import annotations
 
 import base64
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from shared.catalog import parse_catalog
 from shared.errors import CatalogInvalid
+from tests.support.commands import run_module
 
-ROOT = Path(__file__).resolve().parents[2]
 GOOD = """
   - id: good-poll
     title: Fine
@@ -88,15 +86,7 @@ def test_a_service_given_a_broken_catalog_stops_at_start_and_says_why(
         "KAFKA_BOOTSTRAP_SERVERS": "127.0.0.1:9",
         "DATABASE_URL": "postgresql://127.0.0.1:9/none",
     }
-    run = subprocess.run(
-        [sys.executable, "-m", f"services.{service}.main"],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    run = run_module(f"services.{service}.main", env=env)
 
     assert run.returncode == 2, run.stderr
     assert "cannot start:" in run.stderr

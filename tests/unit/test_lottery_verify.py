@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import subprocess
-import sys
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -17,8 +15,8 @@ from hypothesis import strategies as st
 from services.lottery import draw
 from services.lottery.draw import AuditRecord, Entry
 from services.lottery.verify import main, verify_record
+from tests.support.commands import run_module
 
-REPO = Path(__file__).resolve().parents[2]
 SEED = hashlib.sha256(b"verify-test-seed").digest()
 
 
@@ -165,14 +163,7 @@ def test_a_malformed_seed_exits_2(tmp_path: Path, capsys: pytest.CaptureFixture[
 
 def test_the_module_runs_as_a_command(tmp_path: Path) -> None:
     good = _write(tmp_path, _as_data(_record()))
-    result = subprocess.run(
-        [sys.executable, "-m", "services.lottery.verify", good],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    result = run_module("services.lottery.verify", good)
     assert result.returncode == 0, result.stderr
     assert result.stdout.startswith("OK ")
 
@@ -180,14 +171,6 @@ def test_the_module_runs_as_a_command(tmp_path: Path) -> None:
 def test_the_command_reads_standard_input_and_exits_1_on_a_difference() -> None:
     data = _as_data(_record())
     data["reserves"].reverse()
-    result = subprocess.run(
-        [sys.executable, "-m", "services.lottery.verify", "-"],
-        input=json.dumps(data),
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    result = run_module("services.lottery.verify", "-", stdin=json.dumps(data))
     assert result.returncode == 1, result.stderr
     assert result.stdout.startswith("DIFFERS reserves: rank 1")
