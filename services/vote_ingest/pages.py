@@ -160,10 +160,6 @@ class PollView:
     options: list[dict[str, str]]
     results_visible: bool
 
-    @property
-    def description(self) -> str:
-        return excerpt(self.summary_html)
-
 
 def poll_view(poll: Poll, now: datetime, lang: Lang, summary_html: Markup) -> PollView:
     state = poll.state_at(now)
@@ -224,6 +220,7 @@ class Pages:
         self.versions = versions
         self.trusted = trusted
         self.summaries = {p.id: render_summary(p.summary) for p in catalog.polls}
+        self.descriptions = {poll_id: excerpt(html) for poll_id, html in self.summaries.items()}
         self.env = Environment(
             loader=FileSystemLoader(TEMPLATES_DIR),
             autoescape=True,
@@ -285,7 +282,8 @@ class Pages:
 
         def context(lang: Lang) -> dict[str, Any]:
             view = poll_view(poll, now, lang, self.summaries[poll.id])
-            return {"view": view, "data": page_data(view, now, lang)}
+            description = self.descriptions[poll.id]
+            return {"view": view, "data": page_data(view, now, lang), "description": description}
 
         return self.render(request, "poll.html", context)
 
