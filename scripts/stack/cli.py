@@ -79,8 +79,7 @@ def _banner(stack: Stack) -> str:
         "",
         f"  Voting site     {stack.gateway_url}/",
     ]
-    for poll in _open_polls(stack.polls_file):
-        lines.append(f"  Poll page       {stack.gateway_url}/polls/{poll}")
+    lines += _poll_lines(stack)
     token = stack.staff_token_file if "STAFF_TOKENS" not in stack.overrides else None
     where = f"token in {_rel(token)}" if token else "tokens from STAFF_TOKENS"
     lines += [
@@ -94,12 +93,30 @@ def _banner(stack: Stack) -> str:
     return "\n".join(lines)
 
 
-def _open_polls(path: Path) -> list[str]:
+def _poll_lines(stack: Stack) -> list[str]:
+    """The open polls' pages; when none is open, why, so a quiet banner is not a puzzle."""
     from shared.catalog import PollState, load_catalog
 
     now = datetime.now().astimezone()
-    catalog = load_catalog(path)
-    return [poll.id for poll in catalog.polls if poll.state_at(now) == PollState.OPEN][:3]
+    polls = load_catalog(stack.polls_file).polls
+    pages = [
+        f"  Poll page       {stack.gateway_url}/polls/{poll.id}"
+        for poll in polls
+        if poll.state_at(now) == PollState.OPEN
+    ]
+    if pages:
+        return pages[:3]
+    upcoming = [poll for poll in polls if poll.state_at(now) == PollState.UPCOMING]
+    if upcoming:
+        first = min(upcoming, key=lambda poll: poll.opens_at)
+        opens = first.opens_at.astimezone(first.zone)
+        return [f"  No poll is open yet: {first.id} opens at {opens:%Y-%m-%d %H:%M %Z}."]
+    if "POLLS_FILE" in stack.overrides:
+        return [f"  No poll is open: every poll of {stack.polls_file} has closed."]
+    return [
+        "  No poll is open: the demo poll's two weeks are over. `make clean` (which",
+        "  deletes all local data) then `make run` starts a new one from today.",
+    ]
 
 
 def _rel(path: Path) -> str:
