@@ -86,6 +86,8 @@ ROUTES: dict[str, tuple[str, str]] = {
     "/api/v1/votes/0b7c1d2e": ("votes-public", "antifraud"),
     "/api/v1/polls/futian-culture-2021/results": ("votes-public", "tally"),
     "/api/v1/polls/futian-culture-2021/results/stream": ("votes-results-stream", "tally"),
+    "/api/v1/polls/futian-culture-2021/results.csv": ("votes-public", "tally"),
+    "/api/v1/polls/futian-culture-2021/results.json": ("votes-public", "tally"),
     "/api/v1/polls/futian-culture-2021/lottery": ("votes-public", "lottery"),
     "/api/v1/polls/futian-culture-2021/lottery/entry": ("votes-public", "lottery"),
     "/api/v1/polls/futian-culture-2021/lottery/audit": ("votes-public", "lottery"),

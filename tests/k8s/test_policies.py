@@ -75,8 +75,9 @@ def test_ingress_limits_and_restrictions(docs: list[Doc], overlay: str) -> None:
         for i in of_kind(docs, "Ingress")
     }
     prefix = "nginx.ingress.kubernetes.io/"
-    for name in ("votes-public", "votes-results-stream", "votes-staff"):
+    for name in ("votes-public", "votes-results-stream"):
         assert annotations[name][prefix + "proxy-body-size"] == "4k"
+    assert annotations["votes-staff"][prefix + "proxy-body-size"] == "16k"
     assert annotations["votes-results-stream"][prefix + "proxy-buffering"] == "off"
     assert int(annotations["votes-results-stream"][prefix + "proxy-read-timeout"]) >= 600
     staff = annotations["votes-staff"][prefix + "whitelist-source-range"]
