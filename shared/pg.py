@@ -21,6 +21,7 @@ log = logging.getLogger(__name__)
 
 _SCHEMA = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
 _MIGRATION = re.compile(r"^(\d{4})_[a-z0-9_]+\.sql$")
+_SETTING = re.compile(r"^[a-z_]+$")
 
 
 def _check_schema(schema: str) -> str:
@@ -43,7 +44,11 @@ async def migrate(conn: asyncpg.Connection, schema: str, folder: Path) -> list[s
     applied: list[str] = []
     async with conn.transaction():
         await conn.execute("SELECT pg_advisory_xact_lock(hashtext($1))", f"migrate:{schema}")
-        await conn.execute(f"CREATE SCHEMA IF NOT EXISTS {schema}")
+        # Created only when missing: where the schema was made for the service's role
+        # (Kubernetes), the role may not create schemas, and CREATE SCHEMA IF NOT EXISTS
+        # asks for that privilege even when the schema is there.
+        if not await conn.fetchval("SELECT 1 FROM pg_namespace WHERE nspname = $1", schema):
+            await conn.execute(f"CREATE SCHEMA {schema}")
         await conn.execute(
             f"CREATE TABLE IF NOT EXISTS {schema}.schema_migrations ("
             " version text PRIMARY KEY, name text NOT NULL,"
@@ -70,6 +75,35 @@ async def migrate(conn: asyncpg.Connection, schema: str, folder: Path) -> list[s
     return applied
 
 
+def session_settings(schema: str, planner: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The settings every session of a service's pool runs with."""
+    return {
+        "search_path": _check_schema(schema),
+        # Each execution is planned for the tables as they are now. asyncpg prepares
+        # every statement, and after five runs Postgres may switch to a generic plan
+        # chosen while the tables were still nearly empty, kept until the next
+        # autoanalyze replaces it. The price is planning every execution; antifraud
+        # avoids both (store.PLANNER).
+        "plan_cache_mode": "force_custom_plan",
+        **(planner or {}),
+    }
+
+
+async def store_on_role(conn: asyncpg.Connection, settings: Mapping[str, str]) -> None:
+    """Make `settings` the defaults of every later session of the connected login role.
+
+    A transaction pooler (PgBouncer, as in Kubernetes) refuses startup parameters it does
+    not know and cannot carry session SETs across transactions, but every server
+    connection it opens for the role starts with the role's defaults. Needs one login
+    role per service, as there.
+    """
+    for name, value in settings.items():
+        if not _SETTING.match(name):
+            raise ValueError(f"invalid setting name {name!r}")
+        literal = "'" + value.replace("'", "''") + "'"
+        await conn.execute(f"ALTER ROLE CURRENT_USER SET {name} = {literal}")
+
+
 async def _keep_session(conn: asyncpg.Connection) -> None:
     """Nothing to reset: asyncpg has already rolled back any open transaction."""
 
@@ -82,8 +116,9 @@ async def create_pool(
     reset_session: bool = True,
     init: Callable[[asyncpg.Connection], Coroutine[Any, Any, None]] | None = None,
     planner: Mapping[str, str] | None = None,
+    settings_on_role: bool = False,
 ) -> asyncpg.Pool:
-    """A pool bound to `schema`.
+    """A pool bound to `schema`, its sessions run with `session_settings`.
 
     With `reset_session=False` a released connection is not sent asyncpg's reset statement
     (unlock advisory locks, close cursors, unlisten, RESET ALL): one round trip and one
@@ -91,26 +126,17 @@ async def create_pool(
     LISTEN, session advisory locks or open cursors); an open transaction is still rolled
     back on release either way.
 
-    `planner` overrides the planner settings below for a pool whose queries are all of
-    one kind (see antifraud's store).
+    `planner` overrides the planner settings for a pool whose queries are all of one kind
+    (see antifraud's store). With `settings_on_role` the settings are not sent when a
+    connection starts: `store_on_role` made them the role's defaults.
     """
-    schema = _check_schema(schema)
+    settings = {} if settings_on_role else session_settings(schema, planner)
     pool = await asyncpg.create_pool(
         dsn,
         min_size=1,
         max_size=max_size,
         command_timeout=30,
-        server_settings={
-            "search_path": schema,
-            "application_name": schema,
-            # Each execution is planned for the tables as they are now. asyncpg prepares
-            # every statement, and after five runs Postgres may switch to a generic plan
-            # chosen while the tables were still nearly empty, kept until the next
-            # autoanalyze replaces it. The price is planning every execution; antifraud
-            # avoids both (store.PLANNER).
-            "plan_cache_mode": "force_custom_plan",
-            **(planner or {}),
-        },
+        server_settings={"application_name": _check_schema(schema), **settings},
         reset=None if reset_session else _keep_session,
         init=init,
     )
@@ -128,6 +154,7 @@ async def connect_and_migrate(
     attempts: int = 60,
     reset_session: bool = True,
     planner: Mapping[str, str] | None = None,
+    settings_on_role: bool = False,
 ) -> asyncpg.Pool:
     """Wait for the database (it may still be starting), migrate, then open the pool."""
     for attempt in range(attempts):
@@ -141,8 +168,15 @@ async def connect_and_migrate(
             await asyncio.sleep(1)
     try:
         await migrate(conn, schema, folder)
+        if settings_on_role:
+            await store_on_role(conn, session_settings(schema, planner))
     finally:
         await conn.close()
     return await create_pool(
-        dsn, schema, max_size=max_size, reset_session=reset_session, planner=planner
+        dsn,
+        schema,
+        max_size=max_size,
+        reset_session=reset_session,
+        planner=planner,
+        settings_on_role=settings_on_role,
     )

@@ -43,6 +43,10 @@ class ServiceSettings(BaseSettings):
 class DatabaseSettings(ServiceSettings):
     database_url: SecretStr = SecretStr("postgresql://127.0.0.1:5433/votes")
     db_pool_max: int = Field(default=10, ge=1, le=200)
+    # Behind a transaction pooler (PgBouncer in Kubernetes), with one login role per
+    # service: the session settings become the role's defaults (shared.pg.store_on_role)
+    # instead of startup parameters, which the pooler refuses.
+    db_settings_on_role: bool = False
 
 
 def load_settings(cls: type[S]) -> S:

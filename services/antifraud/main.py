@@ -49,6 +49,7 @@ def create_app(settings: AntifraudSettings) -> Starlette:
             MIGRATIONS,
             max_size=settings.db_pool_max,
             reset_session=store.POOL_RESETS_SESSION,
+            settings_on_role=settings.db_settings_on_role,
             planner=store.PLANNER,
         )
         pools["pool"] = pool

@@ -123,6 +123,7 @@ def create_app(
             MIGRATIONS,
             max_size=settings.db_pool_max,
             reset_session=store.POOL_RESETS_SESSION,
+            settings_on_role=settings.db_settings_on_role,
         )
         lottery.bind(pool)
         await lottery.fix_due_commitments()

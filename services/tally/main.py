@@ -65,6 +65,7 @@ def create_app(settings: TallySettings) -> Starlette:
             MIGRATIONS,
             max_size=settings.db_pool_max,
             reset_session=store.POOL_RESETS_SESSION,
+            settings_on_role=settings.db_settings_on_role,
         )
         state["pool"] = pool
         subscriber = consumer.attach(broker, pool, producer=producer)
