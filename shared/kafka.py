@@ -12,7 +12,7 @@ from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
 from typing import Any, Final
 
-from aiokafka import ConsumerRecord, TopicPartition
+from aiokafka import ConsumerRecord
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaError, TopicAlreadyExistsError
 from aiokafka.helpers import create_ssl_context
@@ -38,7 +38,7 @@ TOPIC_CONFIG: dict[str, str] = {"retention.ms": "-1", "cleanup.policy": "delete"
 
 CONSUMER_LAG = Gauge(
     "kafka_consumer_lag_messages",
-    "Records in a partition not yet processed by the consumer group (highwater - position)",
+    "Records in a partition the consumer group has not yet committed (log end - committed)",
     ["group", "topic", "partition"],
 )
 
@@ -210,16 +210,43 @@ def dead_letter(record: ConsumerRecord[Any, Any], error: str, group: str) -> Vot
     )
 
 
+# The lag series this process exports, per group: removed once their partition moves to
+# another replica, or they would stay frozen at their last value beside the new owner's.
+_LAG_SERIES: dict[str, set[tuple[str, str]]] = {}
+
+
 async def report_lag(consumer: Any, group: str) -> None:
-    """Export highwater - position for every partition the consumer holds."""
-    assignment: set[TopicPartition] = consumer.assignment()
-    for tp in assignment:
-        highwater = consumer.highwater(tp)
-        if highwater is None:
-            continue
-        try:
-            position = await consumer.position(tp)
-        except KafkaError:
-            continue
-        lag = max(0, highwater - position)
-        CONSUMER_LAG.labels(group, tp.topic, str(tp.partition)).set(lag)
+    """Export, for every partition the consumer holds, the records its group has not yet
+    committed: the log end offset minus the committed offset (the log start before any
+    commit; the services read from the earliest offset). Measured against commits, not
+    against what was fetched, a consumer stuck on a batch shows its lag rising.
+    """
+    held = {(tp.topic, str(tp.partition)): tp for tp in consumer.assignment()}
+    reported = _LAG_SERIES.setdefault(group, set())
+    for labels in reported - held.keys():
+        CONSUMER_LAG.remove(group, *labels)
+        reported.discard(labels)
+    if not held:
+        return
+    partitions = list(held.values())
+    ends = await consumer.end_offsets(partitions)
+    starts = await consumer.beginning_offsets(partitions)
+    for labels, tp in held.items():
+        committed = await consumer.committed(tp)
+        done = starts[tp] if committed is None else committed
+        CONSUMER_LAG.labels(group, *labels).set(max(0, ends[tp] - done))
+        reported.add(labels)
+
+
+async def report_lag_forever(subscriber: object, group: str, *, interval: float = 5.0) -> None:
+    """`report_lag` every `interval` seconds for the subscriber's consumer, once it has one.
+    A broker that does not answer leaves the last figures until it does."""
+    while True:
+        consumer = getattr(subscriber, "consumer", None)
+        if consumer is not None:
+            try:
+                async with asyncio.timeout(interval):
+                    await report_lag(consumer, group)
+            except (KafkaError, TimeoutError) as exc:
+                log.debug("consumer lag not measured: %r", exc)
+        await asyncio.sleep(interval)

@@ -190,42 +190,41 @@ async def consuming(
     """A consuming service's life around its body.
 
     Starts the producer its handlers publish with, its pipeline probe if it has one, then
-    the consumer; watches Kafka (reporting the group's lag on the way) and Postgres for
-    /readyz and runs the service's background ``tasks`` while the body runs. On the way
-    out, however start-up or the body ended, the consumer stops first (no batch is left
-    half-handled with its producer gone), then the probe, the producer and the pool,
-    each within STOP_TIMEOUT.
+    the consumer; watches Kafka and Postgres for /readyz, reports the group's lag and runs
+    the service's background ``tasks`` while the body runs. On the way out, however
+    start-up or the body ended, the consumer stops first (no batch is left half-handled
+    with its producer gone), then the probe, the producer and the pool, each within
+    STOP_TIMEOUT.
     """
     parts = [Part("the consumer", broker.stop)]
     if probe is not None:
         parts.append(Part("the pipeline probe", probe.stop))
     parts.append(Part("the producer", producer.stop))
     parts.append(Part("the database pool", pool.close, pool.terminate))
+    from shared.kafka import report_lag_forever
+
     async with stopping(*parts):
         await producer.start()
         if probe is not None:
             await probe.start()
         await broker.start()
-        probes = consumer_probes(broker, subscriber, group, pool)
+        probes = consumer_probes(broker, pool)
         async with contextlib.AsyncExitStack() as running:
             await running.enter_async_context(
                 background(watch_dependencies(health, probes), "health")
+            )
+            await running.enter_async_context(
+                background(report_lag_forever(subscriber, group), "consumer lag")
             )
             for name, task in (tasks or {}).items():
                 await running.enter_async_context(background(task(), name))
             yield
 
 
-def consumer_probes(
-    broker: KafkaBroker, subscriber: object, group: str, pool: asyncpg.Pool
-) -> dict[str, Probe]:
-    """Readiness of a consuming service: its broker (reporting lag on the way) and database."""
-    from shared.kafka import report_lag
+def consumer_probes(broker: KafkaBroker, pool: asyncpg.Pool) -> dict[str, Probe]:
+    """Readiness of a consuming service: its broker and its database."""
 
     async def kafka_up() -> bool:
-        consumer = getattr(subscriber, "consumer", None)
-        if consumer is not None:
-            await report_lag(consumer, group)
         return bool(await broker.ping(timeout=2.0))
 
     async def postgres_up() -> bool:
