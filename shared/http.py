@@ -87,11 +87,18 @@ async def _unexpected(request: Request, exc: Exception) -> Response:
 
 
 class Health:
-    """What /readyz answers: every dependency of the service reachable."""
+    """The service's dependencies, watched and exported as `dependency_up`. /readyz
+    answers 503 while a dependency its requests cannot do without (`needed`, by default
+    all) is unreachable; one that only its consumer uses, or that its requests answer
+    the lack of themselves, keeps the service in the load balancer.
+    """
 
-    def __init__(self, service: str, dependencies: Sequence[str]) -> None:
+    def __init__(
+        self, service: str, dependencies: Sequence[str], *, needed: Sequence[str] | None = None
+    ) -> None:
         self.service = service
         self.state = dict.fromkeys(dependencies, False)
+        self.needed = tuple(dependencies if needed is None else needed)
         for name in dependencies:
             DEPENDENCY_UP.labels(service, name).set(0)
 
@@ -103,7 +110,7 @@ class Health:
 
     @property
     def ready(self) -> bool:
-        return all(self.state.values())
+        return all(self.state[name] for name in self.needed)
 
 
 class RequestMetrics:

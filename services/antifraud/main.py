@@ -35,7 +35,8 @@ def now() -> datetime:
 
 def create_app(settings: AntifraudSettings) -> Starlette:
     catalog = load_catalog(settings.polls_file)
-    health = Health(SERVICE, ["kafka", "postgres"])
+    # Vote lookups need only Postgres; without Kafka the consumer waits.
+    health = Health(SERVICE, ["kafka", "postgres"], needed=["postgres"])
     broker = make_broker(settings, client_id=SERVICE)
     producer = make_producer(settings, client_id=SERVICE)
     pools: dict[str, asyncpg.Pool] = {}

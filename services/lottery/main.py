@@ -97,7 +97,9 @@ def create_app(
         settings.voter_token_secret.get_secret_value(), settings.voter_token_public_key
     )
     staff = StaffTokens(settings.staff_tokens)
-    health = Health(SERVICE, ["kafka", "postgres"])
+    # Entries and the draw's records need only Postgres; without Kafka the consumer
+    # waits, and a draw is refused as not drained.
+    health = Health(SERVICE, ["kafka", "postgres"], needed=["postgres"])
     broker = make_broker(settings, client_id=SERVICE)
     producer = make_producer(settings, client_id=SERVICE)
     probe = PipelineProbe(client_options(settings))

@@ -39,7 +39,8 @@ def now() -> datetime:
 def create_app(settings: TallySettings) -> Starlette:
     catalog = load_catalog(settings.polls_file)
     staff = StaffTokens(settings.staff_tokens)
-    health = Health(SERVICE, ["kafka", "postgres"])
+    # Results need only Postgres; without Kafka the consumer waits.
+    health = Health(SERVICE, ["kafka", "postgres"], needed=["postgres"])
     broker = make_broker(settings, client_id=SERVICE)
     producer = make_producer(settings, client_id=SERVICE)
     probe = PipelineProbe(client_options(settings))

@@ -49,7 +49,11 @@ def create_app(settings: IngestSettings) -> Starlette:
     tokens = VoterTokens(
         settings.voter_token_secret.get_secret_value(), settings.voter_token_public_key
     )
-    health = Health(SERVICE, ["kafka"])
+    # Without Kafka the edge still serves the pages, captchas and sessions and answers
+    # each vote 503 broker_unavailable, which the page tells the voter to retry: taking
+    # every replica out of the load balancer would replace all of it with the
+    # gateway's own error page.
+    health = Health(SERVICE, ["kafka"], needed=[])
     # A publish that cannot reach the broker fails inside the request timeout, so the
     # voter gets a 503 (and the record is dropped by the producer) rather than a 202
     # for a vote that might never be stored.

@@ -300,6 +300,36 @@ def test_with_the_broker_down_a_vote_gets_a_fast_503_and_voting_heals(
     )
 
 
+def _readiness(url: str) -> tuple[int, dict[str, Any]]:
+    response = httpx.get(f"{url}/readyz", timeout=5)
+    return response.status_code, response.json()
+
+
+@pytest.mark.slow
+def test_with_the_broker_down_every_service_stays_ready_for_its_requests(
+    client: httpx.Client,
+    poll: dict[str, Any],
+    stack: StackControl,
+    service_urls: dict[str, str],
+) -> None:
+    """Kafka is not needed to serve a page, a result or a lookup: no service leaves the
+    load balancer for it (in Kubernetes that would put the ingress's own error page in
+    place of the voting page); each reports it down."""
+    with broker_down(stack):
+
+        def kafka_seen_down() -> bool:
+            return all(
+                _readiness(url)[1]["dependencies"]["kafka"] is False
+                for url in service_urls.values()
+            )
+
+        eventually(kafka_seen_down, within=HEALED_WITHIN, what="every service to see Kafka down")
+        for name, url in service_urls.items():
+            assert _readiness(url)[0] == 200, name
+        assert client.get(f"/polls/{poll['id']}").status_code == 200
+        assert client.get(f"/api/v1/polls/{poll['id']}/results").status_code == 200
+
+
 @pytest.mark.slow
 def test_a_vote_refused_with_503_is_not_stored_so_its_retry_counts(
     client: httpx.Client, poll: dict[str, Any], captcha_secret: str, stack: StackControl

@@ -106,3 +106,13 @@ async def test_a_task_that_failed_shows_its_error_on_the_way_out() -> None:
     with pytest.raises(RuntimeError, match="hub broke"):
         async with background(broken(), "broken"):
             await asyncio.sleep(0.01)
+
+
+def test_readiness_needs_only_what_the_requests_need() -> None:
+    health = Health("test", ["kafka", "postgres"], needed=["postgres"])
+    health.set("postgres", True)
+    assert health.ready, "Kafka down alone keeps the service in the load balancer"
+    health.set("kafka", True)
+    health.set("postgres", False)
+    assert not health.ready
+    assert Health("edge", ["kafka"], needed=[]).ready
