@@ -594,6 +594,46 @@ def database_problems(docs: list[Doc], roles: set[str]) -> list[str]:
     return problems
 
 
+# Connections of the primary not for the pooler: superuser_reserved_connections, the
+# standbys' replication, the operator's and its exporter's sessions, backups.
+RESERVED_CONNECTIONS = 30
+
+
+def connection_budget_problems(docs: list[Doc]) -> list[str]:
+    """The poolers' server connections, every instance at its maximum, fit within each
+    role's connectionLimit and the primary's max_connections."""
+    cluster = of_kind(docs, "Cluster")[0]
+    room = int(cluster["spec"]["postgresql"]["parameters"]["max_connections"])
+    room -= RESERVED_CONNECTIONS
+    limits = {
+        r["name"]: int(r["connectionLimit"])
+        for r in cluster["spec"].get("managed", {}).get("roles", [])
+    }
+    problems: list[str] = []
+    total = 0
+    for pooler in of_kind(docs, "Pooler"):
+        parameters = pooler["spec"]["pgbouncer"].get("parameters", {})
+        instances = int(pooler["spec"].get("instances", 1))
+        per_role = int(parameters.get("default_pool_size", 20))
+        per_role += int(parameters.get("reserve_pool_size", 0))
+        per_database = per_role * len(limits)
+        if "max_db_connections" in parameters:
+            per_database = min(per_database, int(parameters["max_db_connections"]))
+        for role, limit in sorted(limits.items()):
+            if instances * per_role > limit:
+                problems.append(
+                    f"{ident(pooler)}: {instances} x {per_role} connections of role {role}, "
+                    f"above its connectionLimit {limit}"
+                )
+        total += instances * per_database
+    if total > room:
+        problems.append(
+            f"{ident(cluster)}: poolers open up to {total} connections, above "
+            f"max_connections less {RESERVED_CONNECTIONS} reserved ({room})"
+        )
+    return problems
+
+
 def monitoring_problems(docs: list[Doc], jobs: set[str]) -> list[str]:
     """Scrape job names are the ones the alert rules select."""
     problems: list[str] = []

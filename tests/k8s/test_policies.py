@@ -10,6 +10,7 @@ from tests.k8s.manifests import (
     Doc,
     acl_problems,
     autoscaling_problems,
+    connection_budget_problems,
     copy_docs,
     database_problems,
     deployment_problems,
@@ -43,6 +44,10 @@ def test_vote_topics_keep_every_record(docs: list[Doc]) -> None:
 
 def test_database_roles_are_per_service(docs: list[Doc]) -> None:
     assert database_problems(docs, needs.DATABASE_ROLES) == []
+
+
+def test_pooler_connections_fit_the_database(docs: list[Doc]) -> None:
+    assert connection_budget_problems(docs) == []
 
 
 def test_network_is_default_deny(docs: list[Doc]) -> None:
@@ -232,3 +237,13 @@ def test_route_to_metrics_or_unrestricted_staff_is_caught(docs: list[Doc]) -> No
     staff["metadata"]["name"] = "votes-public-2"
     assert resolve_route(broken, "/metrics") == ("votes-public", "vote-ingest")
     assert resolve_route(broken, "/staff/") == ("votes-public-2", "lottery")
+
+
+@pytestmark_prod
+def test_a_pooler_opening_more_than_the_database_allows_is_caught(docs: list[Doc]) -> None:
+    broken = copy_docs(docs)
+    pooler = named(broken, "Pooler", "votes-db-pooler-rw")["spec"]
+    pooler["instances"] = 5
+    problems = connection_budget_problems(broken)
+    assert any("connections of role tally, above its connectionLimit" in p for p in problems)
+    assert any(p.startswith("Cluster/votes-db: poolers open up to") for p in problems)
