@@ -1,8 +1,10 @@
 """Who is calling: voters by JWT (contract section 5) and staff by bearer token.
 
-Voter tokens are HS256 JWTs signed with VOTER_TOKEN_SECRET whose `sub` is the voter id;
-when an RS256 public key is configured, tokens minted by an external sign-in (WeChat,
-SMS) with the matching private key are accepted too, with no code change.
+Voter tokens are HS256 JWTs signed with VOTER_TOKEN_SECRET whose `sub` is the voter id,
+with `exp`, `iss` = "votes" and `aud` = "votes-voter" (the audience keeps another JWT
+signed with the same key from passing for a voter token); when an RS256 public key is
+configured, tokens minted by an external sign-in (WeChat, SMS) with the matching
+private key are accepted too, with no code change.
 """
 
 from __future__ import annotations
@@ -81,6 +83,18 @@ class VoterTokens:
             ) from exc
         except jwt.ExpiredSignatureError as exc:
             raise Unauthorized("the voter token has expired", code="token_expired") from exc
+        except jwt.MissingRequiredClaimError as exc:
+            raise Unauthorized(
+                f"the voter token has no {exc.claim!r} claim", code="invalid_token"
+            ) from exc
+        except jwt.InvalidAudienceError as exc:
+            raise Unauthorized(
+                f"the voter token's 'aud' must be {AUDIENCE!r}", code="invalid_token"
+            ) from exc
+        except jwt.InvalidIssuerError as exc:
+            raise Unauthorized(
+                f"the voter token's 'iss' must be {ISSUER!r}", code="invalid_token"
+            ) from exc
         except jwt.PyJWTError as exc:
             raise Unauthorized("the voter token is not valid", code="invalid_token") from exc
 
@@ -93,7 +107,7 @@ class VoterTokens:
             audience=AUDIENCE,
             issuer=ISSUER,
             leeway=_LEEWAY,
-            options={"require": ["sub", "exp"]},
+            options={"require": ["sub", "exp", "iss", "aud"]},
         )
         return claims
 

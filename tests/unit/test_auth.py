@@ -45,6 +45,32 @@ def test_a_token_from_an_external_sign_in_is_accepted_with_its_public_key() -> N
     assert tokens.verify(external_token(private)) == "wx-openid-123"
 
 
+@pytest.mark.parametrize(
+    ("change", "detail"),
+    [
+        ({"aud": None}, "the voter token has no 'aud' claim"),
+        ({"iss": None}, "the voter token has no 'iss' claim"),
+        ({"aud": "another-app"}, "the voter token's 'aud' must be 'votes-voter'"),
+        ({"iss": "wechat"}, "the voter token's 'iss' must be 'votes'"),
+    ],
+)
+def test_an_external_token_with_wrong_claims_is_told_which(
+    change: dict[str, str | None], detail: str
+) -> None:
+    """A sign-in being plugged in learns what its tokens lack from the 401 itself."""
+    claims = {"sub": "sms-1", "exp": datetime.now(UTC) + timedelta(hours=1)}
+    claims |= {"iss": ISSUER, "aud": AUDIENCE}
+    for name, value in change.items():
+        if value is None:
+            del claims[name]
+        else:
+            claims[name] = value
+    with pytest.raises(Unauthorized) as refused:
+        VoterTokens(SECRET).verify(jwt.encode(claims, SECRET, algorithm="HS256"))
+    assert refused.value.instance_code == "invalid_token"
+    assert refused.value.detail == detail
+
+
 def test_rs256_is_refused_when_no_public_key_is_configured() -> None:
     private, _ = rsa_pair()
     with pytest.raises(Unauthorized) as refused:
