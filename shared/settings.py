@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Literal, TypeVar
+from typing import Literal, NoReturn, TypeVar
 
 from pydantic import Field, SecretStr, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -22,6 +22,7 @@ S = TypeVar("S", bound="ServiceSettings")
 class ServiceSettings(BaseSettings):
     model_config = SettingsConfigDict(extra="ignore", frozen=True, case_sensitive=False)
 
+    # production: no setting may fall back to a local default (LOCAL_DEFAULTS).
     votes_env: Literal["development", "production"] = "development"
     http_host: str = "127.0.0.1"
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
@@ -49,14 +50,33 @@ class DatabaseSettings(ServiceSettings):
     db_settings_on_role: bool = False
 
 
+# Settings whose defaults are a developer's machine (a local broker and database, the
+# demo catalog): with VOTES_ENV=production each must be set, so that a deployment that
+# forgot one stops at start instead of serving the demo polls or waiting on 127.0.0.1.
+LOCAL_DEFAULTS = ("kafka_bootstrap_servers", "database_url", "polls_file")
+
+
 def load_settings(cls: type[S]) -> S:
     """Build settings from the environment or exit naming every bad variable."""
     try:
-        return cls()
+        settings = cls()
     except ValidationError as exc:
         lines = []
         for error in exc.errors():
             name = "_".join(str(part) for part in error["loc"]).upper()
             lines.append(f"  {name}: {error['msg']}")
-        sys.stderr.write("invalid settings:\n" + "\n".join(lines) + "\n")
-        raise SystemExit(2) from None
+        _refuse(lines)
+    if settings.votes_env == "production":
+        unset = [
+            name
+            for name in LOCAL_DEFAULTS
+            if name in type(settings).model_fields and name not in settings.model_fields_set
+        ]
+        if unset:
+            _refuse([f"  {name.upper()}: must be set when VOTES_ENV=production" for name in unset])
+    return settings
+
+
+def _refuse(lines: list[str]) -> NoReturn:
+    sys.stderr.write("invalid settings:\n" + "\n".join(lines) + "\n")
+    raise SystemExit(2)

@@ -12,15 +12,22 @@ from pathlib import Path
 import pytest
 import yaml
 
+from services.antifraud.main import AntifraudSettings
+from services.lottery.main import LotterySettings
+from services.tally.main import TallySettings
+from services.vote_ingest.main import IngestSettings
 from shared.catalog import parse_catalog
+from shared.settings import LOCAL_DEFAULTS, ServiceSettings
 from tests.k8s.manifests import (
     K8S_DIR,
     NAMESPACE,
     REPO_ROOT,
     Doc,
     RenderError,
+    env_of,
     named,
     of_kind,
+    pod_spec,
     render,
 )
 
@@ -122,3 +129,25 @@ def test_a_broken_kustomization_fails_to_render(kustomize: Path, tmp_path: Path)
     base.write_text(base.read_text().replace("app/tally.yaml", "app/talley.yaml"))
     with pytest.raises(RenderError, match="talley"):
         render(kustomize, tmp_path / "k8s" / "overlays" / "prod")
+
+
+SETTINGS: dict[str, type[ServiceSettings]] = {
+    "vote-ingest": IngestSettings,
+    "antifraud": AntifraudSettings,
+    "tally": TallySettings,
+    "lottery": LotterySettings,
+}
+
+
+def test_each_service_is_given_what_production_requires(docs: list[Doc]) -> None:
+    """VOTES_ENV=production stops a service missing one of LOCAL_DEFAULTS at start."""
+    config_maps = {m["metadata"]["name"]: m.get("data", {}) for m in of_kind(docs, "ConfigMap")}
+    for deployment in of_kind(docs, "Deployment"):
+        name = deployment["metadata"]["name"]
+        container = pod_spec(deployment)["containers"][0]
+        given = set(env_of(container))
+        for source in container.get("envFrom", []):
+            given |= set(config_maps[source["configMapRef"]["name"]])
+        fields = SETTINGS[name].model_fields
+        wanted = {f.upper() for f in LOCAL_DEFAULTS if f in fields} | {"VOTES_ENV"}
+        assert wanted <= given, f"{name} lacks {sorted(wanted - given)}"
