@@ -78,7 +78,9 @@ async def _http_error(request: Request, exc: Exception) -> Response:
     if not isinstance(exc, HTTPException):
         return await _unexpected(request, exc)
     code = _HTTP_CODES.get(exc.status_code, "http_error")
-    return problem(exc.status_code, code, code.replace("_", " "), str(exc.detail))
+    response = problem(exc.status_code, code, code.replace("_", " "), str(exc.detail))
+    response.headers.update(exc.headers or {})  # Allow, on a 405
+    return response
 
 
 async def _unexpected(request: Request, exc: Exception) -> Response:

@@ -134,6 +134,15 @@ async def test_a_valid_vote_is_published_then_answered_202(recorder: Recorder) -
     assert event.voter_id == VoterTokens(SECRET).verify(token)
 
 
+async def test_a_wrong_method_is_405_naming_the_allowed_ones(recorder: Recorder) -> None:
+    async with client(make_app(recorder)) as c:
+        response = await c.get("/api/v1/polls/open-poll/votes")
+    assert response.status_code == 405
+    assert response.headers["content-type"] == "application/problem+json"
+    assert response.json()["code"] == "method_not_allowed"
+    assert response.headers["allow"] == "POST"
+
+
 async def test_broker_failure_is_503_and_nothing_is_claimed(recorder: Recorder) -> None:
     recorder.fail = True
     async with client(make_app(recorder)) as c:
