@@ -38,7 +38,8 @@ PollId = Annotated[str, StringConstraints(pattern=r"^[a-z0-9-]{1,64}$")]
 
 
 # A vote received just before the close may still be on its way from the edge to Kafka
-# (the edge gives up on a publish after 2 s), where no consumer offset can show it yet.
+# (the edge gives up on a publish after PUBLISH_TIMEOUT_SECONDS, 1.5 s by default and
+# always less than this), where no consumer offset can show it yet.
 # Results become final, and the draw may run, only this long after the close.
 CLOSE_GRACE = timedelta(seconds=5)
 

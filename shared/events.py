@@ -37,7 +37,7 @@ def _require_aware(value: datetime) -> datetime:
 
 
 def format_utc(value: datetime) -> str:
-    """RFC 3339 in UTC with millisecond precision and a trailing Z."""
+    """RFC 3339 in UTC with microsecond precision and a trailing Z."""
     text = value.astimezone(UTC).isoformat(timespec="microseconds")
     return text.replace("+00:00", "Z")
 

@@ -13,7 +13,7 @@ from starlette.routing import BaseRoute
 from services.vote_ingest.http import Edge
 from shared.auth import VoterTokens
 from shared.captcha import CaptchaPool
-from shared.catalog import Catalog, load_catalog
+from shared.catalog import CLOSE_GRACE, Catalog, load_catalog
 from shared.events import TOPIC_SUBMITTED, VoteSubmitted
 from shared.http import Health, build_app
 from shared.kafka import client_options, wait_for_topics
@@ -31,7 +31,9 @@ class IngestSettings(ServiceSettings):
     voter_token_secret: SecretStr = Field(min_length=32)
     voter_token_public_key: str = ""
     trusted_proxies: str = "127.0.0.1/32,::1/128"
-    publish_timeout_seconds: float = Field(default=1.5, gt=0, le=30)
+    # Below the close's grace: results turn final and the draw runs once every vote
+    # received before the close is in Kafka or was refused (shared.catalog.CLOSE_GRACE).
+    publish_timeout_seconds: float = Field(default=1.5, gt=0, lt=CLOSE_GRACE.total_seconds())
 
 
 def now() -> datetime:
