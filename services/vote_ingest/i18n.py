@@ -45,6 +45,7 @@ STRINGS: Final[dict[Lang, dict[str, str]]] = {
         "captcha_refresh": "换一张",
         "captcha_loading": "正在加载验证码…",
         "captcha_failed": "验证码加载失败，请点“换一张”重试。",
+        "captcha_renewed": "验证码已过期，已为您换了一张新的，请重新输入。",
         "submit": "提交投票",
         "submitting": "正在提交…",
         "noscript": "投票需要启用浏览器的 JavaScript。项目介绍可直接阅读。",
@@ -52,6 +53,8 @@ STRINGS: Final[dict[Lang, dict[str, str]]] = {
         "countdown_open": "距投票开始还有",
         "countdown_days": "{n} 天",
         "countdown_done": "时间已到，正在刷新…",
+        "countdown_done_wait": "时间已到。",
+        "countdown_reload": "刷新页面",
         "upcoming_title": "投票尚未开始",
         "upcoming_body": "投票将于 {time}（{zone}）开始，届时欢迎回来评价。",
         "closed_title": "投票已结束",
@@ -76,8 +79,13 @@ STRINGS: Final[dict[Lang, dict[str, str]]] = {
         "vote_id": "投票编号：{id}",
         "vote_day": "投票日：{day}",
         "next_vote": "{time}（{zone}）之后可以再次投票。",
+        "last_day": "今天是最后一个投票日，投票将于 {time}（{zone}）截止。",
         "rejected_title": "投票未成功",
         "reason_daily_limit": "您今天已经投过票了，请在 {time}（{zone}）之后再来投票。",
+        "reason_daily_limit_last": (
+            "您今天已经投过票了。今天是最后一个投票日，投票将于 {time}（{zone}）截止，"
+            "感谢您的参与。"
+        ),
         "reason_captcha_wrong": "验证码不正确。已为您换了一张新的验证码，请重新输入后再次提交。",
         "reason_captcha_expired": (
             "验证码已过期（有效期 5 分钟）。已为您换了一张新的验证码，请重新输入后再次提交。"
@@ -121,6 +129,7 @@ STRINGS: Final[dict[Lang, dict[str, str]]] = {
         "lottery_days_pending": "投票成功后，天数会在片刻后更新。",
         "lottery_invalid_phone": "手机号码格式不正确，请输入 11 位中国大陆手机号。",
         "lottery_need_name": "请填写姓名。",
+        "lottery_invalid_name": "姓名中有不能使用的字符（如表情符号或不可见字符），请只填写文字。",
         "lottery_closed": "投票已结束，抽奖报名已截止。",
         "lottery_failed": "报名没有成功，请稍后重试。",
         "lottery_awaiting": "投票已结束，抽奖将公开进行，中奖名单公布后会显示在这里。",
@@ -163,6 +172,7 @@ STRINGS: Final[dict[Lang, dict[str, str]]] = {
         "captcha_refresh": "New code",
         "captcha_loading": "Loading the verification code…",
         "captcha_failed": "The verification code did not load. Tap “New code” to try again.",
+        "captcha_renewed": "The verification code expired. Here is a new one: please type it.",
         "submit": "Submit vote",
         "submitting": "Submitting…",
         "noscript": "Voting needs JavaScript enabled in the browser. The project text is below.",
@@ -170,6 +180,8 @@ STRINGS: Final[dict[Lang, dict[str, str]]] = {
         "countdown_open": "Voting opens in",
         "countdown_days": "{n} d",
         "countdown_done": "Time is up, refreshing…",
+        "countdown_done_wait": "Time is up.",
+        "countdown_reload": "Reload the page",
         "upcoming_title": "Voting has not started yet",
         "upcoming_body": "Voting opens on {time} ({zone}). Please come back then.",
         "closed_title": "Voting has closed",
@@ -194,9 +206,14 @@ STRINGS: Final[dict[Lang, dict[str, str]]] = {
         "vote_id": "Vote id: {id}",
         "vote_day": "Voting day: {day}",
         "next_vote": "You can vote again after {time} ({zone}).",
+        "last_day": "Today is the last voting day: voting closes at {time} ({zone}).",
         "rejected_title": "Vote not recorded",
         "reason_daily_limit": (
             "You have already voted today. Please come back after {time} ({zone})."
+        ),
+        "reason_daily_limit_last": (
+            "You have already voted today. Today is the last voting day: voting closes at "
+            "{time} ({zone}). Thank you for taking part."
         ),
         "reason_captcha_wrong": (
             "The verification code was wrong. A new code has been loaded: "
@@ -257,6 +274,10 @@ STRINGS: Final[dict[Lang, dict[str, str]]] = {
             "That is not a valid mobile number: please enter an 11-digit mainland China number."
         ),
         "lottery_need_name": "Please enter your name.",
+        "lottery_invalid_name": (
+            "The name has a character that cannot be used (such as an emoji or an invisible "
+            "character). Please use letters only."
+        ),
         "lottery_closed": "Voting has closed, so the draw no longer takes entries.",
         "lottery_failed": "The entry did not go through. Please retry later.",
         "lottery_awaiting": (
@@ -285,10 +306,13 @@ JS_KEYS: Final[tuple[str, ...]] = (
     "captcha_alt",
     "captcha_loading",
     "captcha_failed",
+    "captcha_renewed",
     "submit",
     "submitting",
     "countdown_days",
     "countdown_done",
+    "countdown_done_wait",
+    "countdown_reload",
     # Counted nouns come in the language's plural forms (Intl.PluralRules: "one", "other").
     "results_total_one",
     "results_total_other",
@@ -308,8 +332,10 @@ JS_KEYS: Final[tuple[str, ...]] = (
     "vote_id",
     "vote_day",
     "next_vote",
+    "last_day",
     "rejected_title",
     "reason_daily_limit",
+    "reason_daily_limit_last",
     "reason_captcha_wrong",
     "reason_captcha_expired",
     "reason_captcha_reused",
@@ -334,6 +360,7 @@ JS_KEYS: Final[tuple[str, ...]] = (
     "lottery_days_pending",
     "lottery_invalid_phone",
     "lottery_need_name",
+    "lottery_invalid_name",
     "lottery_closed",
     "lottery_failed",
     "lottery_awaiting",

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import re
 from collections.abc import AsyncIterator
-from datetime import datetime, time, timedelta
+from datetime import UTC, datetime, time, timedelta
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -474,3 +474,161 @@ async def test_an_older_in_app_browser_can_vote_and_read_the_results(
         re.compile(r"\d{4}年\d{1,2}月\d{1,2}日 00:00（北京时间）")
     )
     assert errors == []
+
+
+# A 1x1 PNG: the picture of a captcha served by a test.
+PIXEL = (
+    "data:image/png;base64,iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNk"
+    "+M9QDwADhgGAWjR9awAAAABJRU5ErkJggg=="
+)
+
+
+async def serve_page_at(page: Page, instant: datetime) -> None:
+    """The voting page as the server renders it at `instant`: the page takes its clock
+    from the server's (a phone's own may be wrong), so faking the phone's does not do."""
+
+    async def rendered_then(route: Route) -> None:
+        response = await route.fetch()
+        html = re.sub(
+            r'"server_now": ?"[^"]+"',
+            f'"server_now":"{instant.astimezone(UTC).isoformat()}"',
+            await response.text(),
+        )
+        await route.fulfill(response=response, body=html)
+
+    await page.route(re.compile(rf".*/polls/{DEMO_POLL}$"), rendered_then)
+
+
+async def test_a_vote_in_flight_at_the_close_is_followed_to_its_outcome(
+    phone: BrowserContext, gateway_url: str, polls_file: Path
+) -> None:
+    """The page reloads itself at the close, but not under a voter whose vote is on its
+    way: the outcome is shown and stays, with the closing day's words."""
+    poll = load_catalog(polls_file).get(DEMO_POLL)
+    assert poll is not None
+    close = poll.closes_at
+    page = await phone.new_page()
+    await page.clock.install()
+    await serve_page_at(page, close - timedelta(seconds=20))
+    released = asyncio.Event()
+    vote_id = "0b7c1d2e-0000-4000-8000-000000000001"
+
+    async def captcha(route: Route) -> None:
+        expires = (close + timedelta(minutes=5)).isoformat()
+        await route.fulfill(
+            status=201, json={"captcha_id": "c-1", "image": PIXEL, "expires_at": expires}
+        )
+
+    async def vote(route: Route) -> None:
+        await released.wait()
+        status_url = f"/api/v1/votes/{vote_id}"
+        body = {"vote_id": vote_id, "status": "pending", "status_url": status_url}
+        await route.fulfill(status=202, json=body)
+
+    async def decision(route: Route) -> None:
+        day = close.astimezone(ZoneInfo(poll.timezone)).date().isoformat()
+        body = {"vote_id": vote_id, "poll_id": DEMO_POLL, "status": "accepted", "day": day}
+        await route.fulfill(json={**body, "reason": None})
+
+    await page.route(re.compile(r".*/api/v1/captcha$"), captcha)
+    await page.route(re.compile(rf".*/api/v1/polls/{DEMO_POLL}/votes$"), vote)
+    await page.route(re.compile(r".*/api/v1/votes/[^/]+$"), decision)
+    await page.goto(f"{gateway_url}/polls/{DEMO_POLL}")
+    await page.evaluate("window.sameDocument = true")
+    await page.get_by_role("radio", name="良", exact=True).check()
+    await page.get_by_label("验证码", exact=True).fill("abcd")
+    await page.get_by_role("button", name="提交投票").click()
+
+    await page.clock.fast_forward(25_000)  # the close passes while the vote is on its way
+    await expect(page.locator("#countdown")).to_contain_text("时间已到")
+    released.set()
+    outcome = page.locator("#outcome")
+    await expect(outcome).to_contain_text("投票成功")
+    await expect(outcome).to_contain_text("今天是最后一个投票日")
+    await expect(outcome).not_to_contain_text("之后可以再次投票")
+    await page.clock.fast_forward(5_000)
+    assert await page.evaluate("window.sameDocument === true"), "the page reloaded"
+    await expect(page.locator("#vote-form")).to_be_hidden()
+    await expect(page.get_by_role("button", name="刷新页面")).to_be_visible()
+
+
+async def test_a_vote_refused_before_it_was_recorded_keeps_its_captcha(
+    phone: BrowserContext, gateway_url: str, captcha_secret: str
+) -> None:
+    page = await phone.new_page()
+    refused: list[str] = []
+
+    async def broker_down(route: Route) -> None:
+        refused.append(route.request.url)
+        problem = {"type": "/problems/broker_unavailable", "title": "Unavailable", "status": 503}
+        body = {**problem, "detail": "retry", "code": "broker_unavailable"}
+        await route.fulfill(status=503, json=body, headers={"Retry-After": "1"})
+
+    votes = re.compile(rf".*/api/v1/polls/{DEMO_POLL}/votes$")
+    await page.route(votes, broker_down)
+    await page.goto(f"{gateway_url}/polls/{DEMO_POLL}")
+    await page.get_by_role("radio", name="中", exact=True).check()
+    captcha_id = await type_captcha(page, captcha_secret, previous="")
+    await page.get_by_role("button", name="提交投票").click()
+    outcome = page.locator("#outcome")
+    await expect(outcome).to_contain_text("本次投票没有被记录")
+    assert refused
+    image = page.locator("#captcha-image")
+    await expect(image).to_have_attribute("data-captcha-id", captcha_id)
+    assert await page.get_by_label("验证码", exact=True).input_value()
+
+    # Sent again as it stands, the vote counts.
+    await page.unroute(votes)
+    await page.get_by_role("button", name="提交投票").click()
+    await expect(outcome).to_contain_text("投票成功", timeout=DECISION_TIMEOUT_MS)
+
+
+async def test_a_captcha_that_expired_while_the_phone_slept_is_renewed_before_voting(
+    phone: BrowserContext, gateway_url: str, captcha_secret: str
+) -> None:
+    page = await phone.new_page()
+    await page.clock.install()
+    await page.goto(f"{gateway_url}/polls/{DEMO_POLL}")
+    await page.get_by_role("radio", name="优", exact=True).check()
+    stale = await type_captcha(page, captcha_secret, previous="")
+    # Asleep for six minutes: the clock moves on, but no timer of the frozen page runs.
+    await page.clock.pause_at(datetime.now(UTC) + timedelta(seconds=1))
+    await page.clock.set_system_time(datetime.now(UTC) + timedelta(minutes=6))
+    await page.get_by_role("button", name="提交投票").click()
+    await expect(page.locator("#captcha-error")).to_contain_text("验证码已过期")
+    await expect(page.locator("#outcome")).to_be_empty()
+    fresh = await type_captcha(page, captcha_secret, previous=stale)
+    assert fresh != stale
+
+
+async def test_a_network_handing_out_too_many_sessions_is_asked_to_wait(
+    phone: BrowserContext, gateway_url: str
+) -> None:
+    page = await phone.new_page()
+
+    async def too_many(route: Route) -> None:
+        problem = {"type": "/problems/rate_limited", "title": "Too many", "status": 429}
+        await route.fulfill(status=429, json={**problem, "detail": "wait", "code": "rate_limited"})
+
+    await page.route(re.compile(r".*/api/v1/session$"), too_many)
+    await page.goto(f"{gateway_url}/polls/{DEMO_POLL}")
+    await page.get_by_role("radio", name="优", exact=True).check()
+    await page.get_by_label("验证码", exact=True).fill("abcd")
+    loaded = await page.wait_for_function(NEW_CAPTCHA_ID, arg="")
+    captcha_id = await loaded.json_value()
+    await page.get_by_role("button", name="提交投票").click()
+    await expect(page.locator("#outcome")).to_contain_text("请稍等一分钟后再试")
+    await expect(page.locator("#captcha-image")).to_have_attribute("data-captcha-id", captcha_id)
+
+
+async def test_a_name_with_characters_that_cannot_be_used_is_told_at_the_field(
+    phone: BrowserContext, gateway_url: str
+) -> None:
+    page = await phone.new_page()
+    await page.goto(f"{gateway_url}/polls/{DEMO_POLL}")
+    await page.get_by_label("姓名").fill("王\u200b五")  # a zero-width space pasted from a chat
+    await page.get_by_label("手机号码").fill("13700137002")
+    await page.get_by_role("button", name="报名抽奖").click()
+    await expect(page.locator("#lottery-name-error")).to_contain_text("不能使用的字符")
+    await expect(page.get_by_label("姓名")).to_be_focused()
+    await expect(page.locator("#lottery-status")).not_to_contain_text("稍后重试")

@@ -104,6 +104,26 @@
     return label + (D.lang === "zh" ? " " : ", ") + "00:00";
   }
 
+  // Whether voting closes before the day after `day` begins: on the closing day there is
+  // no "come back tomorrow".
+  function lastVotingDay(day) {
+    const [y, m, d] = day ? String(day).split("-").map(Number) : [0, 0, 0];
+    const today = day ? { year: y, month: m, day: d } : zoneParts(now());
+    const next = new Date(Date.UTC(today.year, today.month - 1, today.day + 1));
+    const nextKey = next.getUTCFullYear() * 10000 + (next.getUTCMonth() + 1) * 100
+      + next.getUTCDate();
+    const close = zoneParts(Date.parse(D.closes_at));
+    const closeKey = close.year * 10000 + close.month * 100 + close.day;
+    return nextKey > closeKey || (nextKey === closeKey && close.hm === "00:00");
+  }
+
+  // What the voter is told about voting again after `day`'s votes are used up.
+  function nextVoteLine(day, decision) {
+    const values = { zone: D.zone_label };
+    if (lastVotingDay(day)) return t("last_day", { ...values, time: formatDateTime(D.closes_at) });
+    return t("next_vote", { ...values, time: decision ? comeBackAt(decision) : nextDayStarts(day) });
+  }
+
   function comeBackAt(decision) {
     return decision.next_vote_at
       ? formatDateTime(decision.next_vote_at)
@@ -139,12 +159,17 @@
     return null;
   }
 
-  class SessionError extends Error {}
+  class SessionError extends Error {
+    constructor(status) {
+      super("session " + status);
+      this.status = status;
+    }
+  }
 
   async function newSession() {
     const response = await api("POST", "/session");
     if (!response.ok || !response.data || !response.data.voter_token) {
-      throw new SessionError("session " + response.status);
+      throw new SessionError(response.status);
     }
     memoryToken = response.data;
     const store = storage();
@@ -225,6 +250,7 @@
     const seq = ++captchaSeq;
     clearTimeout(captchaTimer);
     captchaImage.dataset.captchaId = "";
+    captchaImage.dataset.expiresAt = "";
     captchaImage.removeAttribute("src");
     captchaImage.alt = S.captcha_loading;
     captchaAnswer.value = "";
@@ -244,10 +270,23 @@
     captchaImage.src = response.data.image;
     captchaImage.alt = S.captcha_alt;
     captchaImage.dataset.captchaId = response.data.captcha_id;
+    captchaImage.dataset.expiresAt = response.data.expires_at;
     // Swap an idle captcha just before it expires, so a voter who reads first is not
     // rejected for a code that died while the page sat open.
     const left = Date.parse(response.data.expires_at) - now() - 5000;
     if (left > 0) captchaTimer = setTimeout(loadCaptcha, left);
+  }
+
+  // A phone that slept past the captcha's expiry wakes with its timer late (timers do not
+  // run while a page is frozen): the expiry is checked again on return and before a vote.
+  function captchaFresh() {
+    return Date.parse(captchaImage.dataset.expiresAt || "") - now() > 3000;
+  }
+
+  function renewStaleCaptcha() {
+    if (form && !form.hidden && !busy && captchaImage.dataset.captchaId && !captchaFresh()) {
+      loadCaptcha();
+    }
   }
 
   function setBusy(value) {
@@ -340,7 +379,7 @@
   function showVotedToday(record) {
     form.hidden = true;
     const lines = [t("vote_day", { day: formatVotingDay(record.day) })];
-    lines.push(t("next_vote", { time: nextDayStarts(record.day), zone: D.zone_label }));
+    lines.push(nextVoteLine(record.day));
     const last = record.votes[record.votes.length - 1];
     if (last) lines.push(el("p", t("vote_id", { id: last }), "small"));
     renderOutcome("accepted", S.voted_today_title, lines);
@@ -356,9 +395,7 @@
     rememberDecision(decision);
     const lines = [S.accepted_body];
     if (decision.day) lines.push(t("vote_day", { day: formatVotingDay(decision.day) }));
-    if (D.daily_limit === 1) {
-      lines.push(t("next_vote", { time: comeBackAt(decision), zone: D.zone_label }));
-    }
+    if (D.daily_limit === 1) lines.push(nextVoteLine(decision.day, decision));
     lines.push(el("p", t("vote_id", { id: decision.vote_id }), "small"));
     if (D.lottery && !lotteryEntered) {
       const link = el("a", S.lottery_submit, "button secondary");
@@ -389,7 +426,9 @@
     const reason = decision.reason || "";
     let message;
     if (reason === "daily_limit") {
-      message = t("reason_daily_limit", { time: comeBackAt(decision), zone: D.zone_label });
+      message = lastVotingDay(decision.day)
+        ? t("reason_daily_limit_last", { time: formatDateTime(D.closes_at), zone: D.zone_label })
+        : t("reason_daily_limit", { time: comeBackAt(decision), zone: D.zone_label });
     } else if (REASONS[reason]) {
       message = S[REASONS[reason]];
     } else {
@@ -404,7 +443,15 @@
   function showStillPending(voteId) {
     const again = el("button", S.check_again, "button secondary");
     again.type = "button";
-    again.addEventListener("click", () => followVote(voteId));
+    again.addEventListener("click", async () => {
+      if (busy) return;
+      setBusy(true);
+      try {
+        await followVote(voteId);
+      } finally {
+        setBusy(false);
+      }
+    });
     showOutcome("pending", null, [t("still_pending", { id: voteId }), again], again);
   }
 
@@ -469,6 +516,14 @@
       loadCaptcha();
       return;
     }
+    if (!captchaFresh()) {
+      await loadCaptcha(); // it clears the field's error once loaded: say why after it
+      if (captchaImage.dataset.captchaId) {
+        setFieldError(captchaError, captchaAnswer, S.captcha_renewed);
+      }
+      captchaAnswer.focus();
+      return;
+    }
     setBusy(true);
     showOutcome("pending", null, [S.pending]);
     try {
@@ -477,17 +532,24 @@
         captcha_id: captchaId,
         captcha_answer: answer,
       });
-      loadCaptcha(); // ids are single-use, whatever the answer
+      // Ids are single-use, whatever the answer; a vote refused before it was recorded
+      // (503: nothing stored; 429) leaves the captcha unused, so the voter just resends.
+      if (response.status !== 503 && response.status !== 429) loadCaptcha();
       if (response.ok && response.data && response.data.vote_id) {
         await followVote(response.data.vote_id);
       } else {
         showSubmitError(response);
       }
     } catch (error) {
-      loadCaptcha();
-      showOutcome("error", S.rejected_title, [
-        error instanceof SessionError ? S.error_session : S.error_network,
-      ]);
+      let message = S.error_network;
+      if (error instanceof SessionError) {
+        // No vote was sent: the captcha stays. Too many sessions from this network (a
+        // shared address) passes within a minute; reloading would not help.
+        message = error.status === 429 ? S.reason_rate_limited : S.error_session;
+      } else {
+        loadCaptcha(); // the vote may have reached the edge: its captcha may be spent
+      }
+      showOutcome("error", S.rejected_title, [message]);
     } finally {
       setBusy(false);
     }
@@ -508,6 +570,10 @@
     form.addEventListener("change", (event) => {
       if (event.target.name === "choice") setFieldError(choiceError, null, "");
     });
+    document.addEventListener("visibilitychange", () => {
+      if (!document.hidden) renewStaleCaptcha();
+    });
+    window.addEventListener("pageshow", renewStaleCaptcha);
     const usedUp = usedUpToday();
     if (usedUp) showVotedToday(usedUp);
     else openForm();
@@ -515,10 +581,40 @@
 
   // ---- Countdown ----
 
+  // Something on the page a reload would take from the voter: a vote on its way, its
+  // outcome, or a draw entry being typed.
+  function voterIsBusy() {
+    if (busy || (outcome && outcome.childElementCount > 0)) return true;
+    const lotteryForm = $("lottery-form");
+    return Boolean(lotteryForm && !lotteryForm.hidden
+      && ($("lottery-name").value.trim() || $("lottery-phone").value.trim()));
+  }
+
   function startCountdown() {
     const box = $("countdown");
     if (!box) return;
     const value = $("countdown-value");
+    // The moment passed with the page open: the server renders the new state. Unless
+    // the voter is in the middle of something: a vote in flight is followed to its
+    // outcome, which stays; the vote form goes (a vote now would be refused) and a
+    // button offers the new page.
+    const reloadWhenIdle = () => {
+      if (busy) {
+        value.textContent = S.countdown_done_wait;
+        setTimeout(reloadWhenIdle, 500);
+        return;
+      }
+      if (!voterIsBusy()) {
+        value.textContent = S.countdown_done;
+        setTimeout(() => window.location.reload(), 1500);
+        return;
+      }
+      if (form && D.state === "open") form.hidden = true;
+      const reload = el("button", S.countdown_reload, "button secondary");
+      reload.type = "button";
+      reload.addEventListener("click", () => window.location.reload());
+      fill(value, S.countdown_done_wait, " ", reload);
+    };
     const target = Date.parse(D.state === "upcoming" ? D.opens_at : D.closes_at);
     // Reload only when the moment passes while this page is open: the server then renders
     // the new state. A page that loaded already past it must not reload in a loop.
@@ -526,8 +622,8 @@
     const tick = () => {
       const left = target - now();
       if (left <= 0) {
-        value.textContent = S.countdown_done;
-        if (armed) setTimeout(() => window.location.reload(), 1500);
+        if (armed) reloadWhenIdle();
+        else value.textContent = S.countdown_done;
         return;
       }
       const s = Math.floor(left / 1000);
@@ -608,7 +704,7 @@
 
     // SSE first; if the stream is refused outright, fall back to a slow poll.
     function follow() {
-      if (final || document.hidden) return;
+      if (final || document.hidden || stream) return;
       if (!("EventSource" in window)) {
         pollTimer = pollTimer || setInterval(fetchOnce, 15000);
         return;
@@ -727,6 +823,9 @@
       } else if (code === "invalid_phone") {
         setFieldError(phoneError, phone, S.lottery_invalid_phone);
         phone.focus();
+      } else if (code === "invalid_name") {
+        setFieldError(nameError, name, S.lottery_invalid_name);
+        name.focus();
       } else if (code === "poll_closed") {
         lotteryForm.hidden = true;
         fill(status, el("p", S.lottery_closed));
@@ -752,9 +851,13 @@
       const response = await api("GET", POLL_PATH + "/lottery");
       if (response.ok) draw = response.data;
     } catch {
-      return; // the rules and the entry stay on the page; nothing else to say
+      draw = null;
     }
-    if (!draw) return;
+    if (!draw) {
+      // Unreachable for now: the rules and the entry stay on the page; look again later.
+      setTimeout(showDraw, DRAW_CHECK_MS);
+      return;
+    }
     const lines = [];
     if (draw.state === "awaiting_draw") {
       lines.push(el("p", S.lottery_awaiting));
