@@ -10,6 +10,7 @@ CSV export carries them, to staff.
 from __future__ import annotations
 
 import csv
+import functools
 import io
 import logging
 from collections.abc import Awaitable, Callable, Iterable
@@ -20,13 +21,13 @@ from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoes
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 from starlette.routing import BaseRoute, Mount, Route
-from starlette.staticfiles import StaticFiles
 
 from services.lottery import store
 from services.lottery.bodies import parse_draw, parse_erase
 from services.lottery.console_text import STRINGS
 from services.lottery.handlers import Lottery, WinnerRow
 from services.lottery.http import BASE, NO_STORE
+from shared.assets import VersionedStaticFiles, asset_url, asset_versions
 from shared.auth import StaffTokens
 from shared.errors import ApiError
 from shared.events import format_utc
@@ -36,6 +37,7 @@ from shared.lang import HTML_LANG, LANG_COOKIE, choose_lang
 log = logging.getLogger(__name__)
 
 HERE: Final = Path(__file__).parent
+STATIC: Final = HERE / "static"
 CSV_COLUMNS: Final = ("rank", "role", "entry_id", "name", "phone")
 
 # The console loads nothing from elsewhere and keeps the staff token in sessionStorage:
@@ -86,6 +88,8 @@ class StaffDesk:
             undefined=StrictUndefined,
         )
         self._console = env.get_template("staff.html")
+        self._versions = asset_versions(STATIC)
+        env.globals["asset"] = functools.partial(asset_url, "/staff/static", self._versions)
 
     async def audited(self, request: Request, action: str, run: Action) -> Response:
         """Staff first: a caller without a valid token learns nothing, not even a 404."""
@@ -191,5 +195,9 @@ class StaffDesk:
             Route("/staff/", self.console, methods=["GET"]),
             Route("/staff/api/polls", self.overview, methods=["GET"]),
             Route("/staff/api/polls/{poll}/erase", self.erase, methods=["POST"]),
-            Mount("/staff/static", StaticFiles(directory=HERE / "static"), name="staff-static"),
+            Mount(
+                "/staff/static",
+                VersionedStaticFiles(directory=STATIC, versions=self._versions),
+                name="staff-static",
+            ),
         ]

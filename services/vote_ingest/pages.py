@@ -8,14 +8,12 @@ Every asset is served from `/static`: the pages must work on a closed network.
 
 from __future__ import annotations
 
-import hashlib
-import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Final
-from urllib.parse import parse_qs, urlencode
+from urllib.parse import urlencode
 
 from jinja2 import Environment, FileSystemLoader, StrictUndefined
 from markdown_it import MarkdownIt
@@ -23,11 +21,10 @@ from markupsafe import Markup
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 from starlette.routing import BaseRoute, Mount, Route
-from starlette.staticfiles import PathLike, StaticFiles
-from starlette.types import Scope
 
 from services.vote_ingest.i18n import js_strings, text, zone_name
 from services.vote_ingest.qr import qr_png
+from shared.assets import VersionedStaticFiles, asset_url, asset_versions
 from shared.catalog import OPTION_LABELS, Catalog, Poll, PollState
 from shared.http import problem
 from shared.lang import HTML_LANG, LANG_COOKIE, Lang, choose_lang, parse_lang
@@ -38,11 +35,6 @@ STATIC_DIR: Final = HERE / "static"
 TEMPLATES_DIR: Final = HERE / "templates"
 API_BASE: Final = "/api/v1"
 LANG_COOKIE_MAX_AGE: Final = 365 * 24 * 3600
-
-# Assets are referenced as /static/NAME?v=HASH: a URL that names the content can be cached
-# for a year, so a phone on a slow carrier fetches the script and style once per release.
-IMMUTABLE: Final = "public, max-age=31536000, immutable"
-REVALIDATE: Final = "no-cache"
 
 # The pages load nothing from elsewhere; the captcha is a data: URL, results come over SSE
 # from the same origin. A strict policy turns a stray injected tag into a no-op.
@@ -81,42 +73,6 @@ DESCRIPTION_LIMIT: Final = 120
 # javascript: are refused. The catalog is trusted config, but a poll text must never be
 # able to run script in a voter's browser.
 _markdown = MarkdownIt("js-default")
-
-
-def asset_versions(directory: Path = STATIC_DIR) -> dict[str, str]:
-    """Content hash of every static file, by its path under the directory."""
-    versions: dict[str, str] = {}
-    for path in sorted(directory.rglob("*")):
-        if path.is_file():
-            digest = hashlib.sha256(path.read_bytes()).hexdigest()[:12]
-            versions[path.relative_to(directory).as_posix()] = digest
-    return versions
-
-
-class VersionedStaticFiles(StaticFiles):
-    """Static files with a Cache-Control that depends on whether the URL names the content."""
-
-    def __init__(self, *, directory: Path, versions: dict[str, str]) -> None:
-        super().__init__(directory=directory)
-        self._root = directory
-        self._versions = versions
-
-    def file_response(
-        self,
-        full_path: PathLike,
-        stat_result: os.stat_result,
-        scope: Scope,
-        status_code: int = 200,
-    ) -> Response:
-        response = super().file_response(full_path, stat_result, scope, status_code)
-        name = Path(full_path).relative_to(self._root).as_posix()
-        query = parse_qs(scope.get("query_string", b"").decode("latin-1"))
-        current = self._versions.get(name)
-        # An old page asking for an old version gets today's file: it must not be pinned.
-        fresh = current is not None and query.get("v") == [current]
-        response.headers["Cache-Control"] = IMMUTABLE if fresh else REVALIDATE
-        response.headers["X-Content-Type-Options"] = "nosniff"
-        return response
 
 
 def format_time(instant: datetime, poll: Poll, lang: Lang) -> str:
@@ -231,7 +187,7 @@ class Pages:
         self.env.globals["asset"] = self.asset
 
     def asset(self, name: str) -> str:
-        return f"/static/{name}?{urlencode({'v': self.versions.get(name, '0')})}"
+        return asset_url("/static", self.versions, name)
 
     def render(
         self,
@@ -327,7 +283,7 @@ def page_routes(
     `clock` returns an aware "now"; `trusted` are the proxies whose X-Forwarded-Proto
     tells the scheme the voter used.
     """
-    versions = asset_versions()
+    versions = asset_versions(STATIC_DIR)
     pages = Pages(catalog, clock, versions, trusted)
     return [
         Route("/", pages.index, methods=["GET"], name="poll_list"),

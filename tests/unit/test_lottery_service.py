@@ -287,6 +287,20 @@ async def test_the_console_page_loads_and_its_data_needs_a_staff_token(catalog: 
     assert (data.status_code, wrong.status_code) == (401, 403)
 
 
+@pytest.mark.parametrize("name", ["staff.js", "staff.css"])
+async def test_the_console_names_its_assets_by_content_so_a_release_is_never_stale(
+    catalog: Catalog, name: str
+) -> None:
+    async with console_client(catalog) as client:
+        page = await client.get("/staff/")
+        found = re.search(rf'"(/staff/static/{re.escape(name)}\?v=[0-9a-f]{{12}})"', page.text)
+        assert found, f"the console refers to {name} by its version"
+        pinned = await client.get(found.group(1))
+        unversioned = await client.get(f"/staff/static/{name}")
+    assert pinned.headers["cache-control"] == "public, max-age=31536000, immutable"
+    assert unversioned.headers["cache-control"] == "no-cache"
+
+
 def console_strings(page: httpx.Response) -> dict[str, str]:
     found = re.search(
         r'<script type="application/json" id="console-strings">(.*?)</script>', page.text

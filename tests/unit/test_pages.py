@@ -16,7 +16,8 @@ from PIL import Image
 from starlette.applications import Starlette
 
 from services.vote_ingest import i18n
-from services.vote_ingest.pages import STATIC_DIR, TEMPLATES_DIR, asset_versions, page_routes
+from services.vote_ingest.pages import STATIC_DIR, TEMPLATES_DIR, page_routes
+from shared.assets import asset_versions
 from shared.catalog import Catalog, parse_catalog
 from shared.lang import LANGS
 from shared.netaddr import parse_networks
@@ -297,7 +298,7 @@ async def test_static_assets_are_served_and_cached_by_version(
     client: httpx.AsyncClient, name: str, media_type: str
 ) -> None:
     html = (await client.get("/polls/open-poll")).text
-    version = asset_versions()[name]
+    version = asset_versions(STATIC_DIR)[name]
     assert f"/static/{name}?v={version}" in html
 
     pinned = await client.get(f"/static/{name}?v={version}")
