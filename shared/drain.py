@@ -68,8 +68,9 @@ class PipelineProbe:
         (a close) was first asked about, keyed "group/topic"; all zero once the decider has
         committed past them and the recorder past every decision published by then.
 
-        Asked first once the close's votes are all in Kafka (the edge answers within 2 s,
-        the close's grace is 5 s), this covers every vote received before the close. Unlike
+        Asked first once the close's votes are all in Kafka (the edge gives up on a publish
+        within its timeout, below the close's grace of 5 s), this covers every vote
+        received before the close. Unlike
         lag it has a fixed end: votes for other polls arriving meanwhile do not hold it
         back, so a busy platform still gets its draw and its final results.
         """

@@ -91,6 +91,9 @@ STRINGS: Final[dict[Lang, dict[str, str]]] = {
         "no_polls": "评议目录中没有项目。",
         "unreachable": "无法连接抽奖服务：{error}",
         "draw_failed": "抽奖请求未能发出：{error}",
+        "download_failed": "名单下载失败：{error}",
+        "left": "（尚待处理：{left}）",
+        "error_broker_unavailable": "暂时无法连接消息队列（Kafka），本次操作没有执行，请稍后重试。",
         "error_poll_open": "投票尚未结束，结束后才能抽奖。",
         "error_poll_settling": "投票刚刚结束，截止前提交的选票可能仍在传送中，请几秒后重试。",
         "error_pipeline_not_drained": "截止前收到的选票仍在处理中，请稍后重试。",
@@ -184,6 +187,11 @@ STRINGS: Final[dict[Lang, dict[str, str]]] = {
         "no_polls": "The catalog has no poll.",
         "unreachable": "The lottery service cannot be reached: {error}",
         "draw_failed": "The draw could not be requested: {error}",
+        "download_failed": "The list could not be downloaded: {error}",
+        "left": "(still on their way: {left})",
+        "error_broker_unavailable": (
+            "The message broker (Kafka) cannot be reached; nothing was done. Retry shortly."
+        ),
         "error_poll_open": "Voting has not closed yet; the draw comes after the close.",
         "error_poll_settling": (
             "Voting has only just closed and votes cast before it may still be arriving; "

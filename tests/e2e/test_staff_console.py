@@ -154,7 +154,7 @@ async def test_a_refused_draw_is_explained_in_the_console_s_language(
             "status": 409,
             "detail": "votes received before the close are still being decided; retry shortly",
             "code": "pipeline_not_drained",
-            "left": {"antifraud": 3},
+            "left": {"antifraud/votes.submitted": 3, "lottery/votes.accepted": 0},
         }
         await route.fulfill(
             status=409, content_type="application/problem+json", body=json.dumps(problem)
@@ -169,7 +169,8 @@ async def test_a_refused_draw_is_explained_in_the_console_s_language(
     await closed.get_by_label("评议项目编号", exact=True).fill(closed_poll)
     await closed.get_by_role("button", name="开始抽奖").click()
     await expect(closed.get_by_role("alert")).to_have_text(
-        "截止前收到的选票仍在处理中，请稍后重试。 (pipeline_not_drained)"
+        "截止前收到的选票仍在处理中，请稍后重试。 （尚待处理：antifraud/votes.submitted 3）"
+        " (pipeline_not_drained)"
     )
     await expect(closed.get_by_role("button", name="开始抽奖")).to_be_enabled()
 
@@ -404,3 +405,14 @@ async def test_what_staff_type_survives_the_cards_being_redrawn(
     await expect(closed.get_by_label("Poll id", exact=True)).to_have_value(closed_poll)
     await expect(closed.get_by_label("Poll id", exact=True)).to_be_focused()
     await expect(closed.get_by_role("button", name="Draw winners")).to_be_enabled()
+
+
+async def test_a_prize_draw_poll_not_yet_open_reads_as_upcoming(
+    console: Page, gateway_url: str, staff_token: str
+) -> None:
+    """The lottery's own state is "open" from before voting opens until the close."""
+    opens = datetime.now(UTC) + timedelta(days=3)
+    changes = {"state": "open", "opens_at": format_utc(opens)}
+    await amend_listing(console, DEMO_POLL, changes)
+    await sign_in(console, gateway_url, staff_token)
+    await expect(card(console, DEMO_POLL).locator('[data-field="state"]')).to_have_text("upcoming")

@@ -50,7 +50,12 @@
     try {
       const data = await response.json();
       const known = data.code && S["error_" + data.code];
-      const text = known || data.detail || data.title || response.statusText;
+      let text = known || data.detail || data.title || response.statusText;
+      // A draw held back names what is still on its way, per consumer group and topic.
+      if (data.left && typeof data.left === "object") {
+        const parts = Object.entries(data.left).filter(([, n]) => n > 0);
+        if (parts.length) text += " " + t("left", { left: parts.map(([k, n]) => k + " " + n).join(", ") });
+      }
       return text + (data.code ? " (" + data.code + ")" : "");
     } catch {
       return response.status + " " + response.statusText;
@@ -177,7 +182,10 @@
     const card = $("poll-card").content.firstElementChild.cloneNode(true);
     field(card, "title").textContent = poll.title;
     field(card, "poll_id").textContent = poll.poll_id;
-    field(card, "state").textContent = S["state_" + poll.state] || poll.state;
+    // A prize draw's "open" also spans the time before voting opens: say which it is.
+    const upcoming = poll.lottery && poll.state === "open" && Date.parse(poll.opens_at) > Date.now();
+    const state = upcoming ? "upcoming" : poll.state;
+    field(card, "state").textContent = S["state_" + state] || state;
     field(card, "opens_at").textContent = pollTime(poll.opens_at, poll.timezone);
     field(card, "closes_at").textContent = pollTime(poll.closes_at, poll.timezone);
     field(card, "timezone").textContent = poll.timezone;
@@ -264,10 +272,17 @@
 
   async function downloadCsv(poll, card) {
     showError(card, "");
-    const response = await call("GET", "/api/v1/polls/" + encodeURIComponent(poll.poll_id) + "/lottery/winners.csv");
+    let response;
+    let blob;
+    try {
+      response = await call("GET", "/api/v1/polls/" + encodeURIComponent(poll.poll_id) + "/lottery/winners.csv");
+      if (response.ok) blob = await response.blob();
+    } catch (error) {
+      return showError(card, t("download_failed", { error }));
+    }
     if (response.status === 401 || response.status === 403) return showSignIn(await problem(response));
     if (!response.ok) return showError(card, await problem(response));
-    const url = URL.createObjectURL(await response.blob());
+    const url = URL.createObjectURL(blob);
     const link = document.createElement("a");
     link.href = url;
     link.download = poll.poll_id + "-winners.csv";
