@@ -175,6 +175,11 @@ def test_stopped_service_is_a_retryable_503_at_the_gateway(
         assert response.headers["Retry-After"] == "1"
         assert response.json()["code"] == "service_unavailable"
         assert stack.pid("lottery") is None
+        # A browser opening a page gets a page, in the voter's words, that reloads itself.
+        page = client.get("/staff/", headers={"Accept": "text/html,*/*;q=0.8"})
+        assert page.status_code == 503
+        assert page.headers["content-type"].startswith("text/html")
+        assert "服务正在重启" in page.text and 'http-equiv="refresh"' in page.text
     finally:
         stack.start("lottery")
     wait_for(
