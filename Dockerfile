@@ -2,7 +2,8 @@
 # One image for the four services; the Deployment picks the service by its module:
 #   python -m services.vote_ingest.main | services.antifraud.main | services.tally.main
 #   | services.lottery.main
-# Build: docker build -t votes:<version> .   (BUILD_VERSION is reported by /healthz)
+# Build: docker build --build-arg BUILD_VERSION=<version> -t votes:<version> .
+#   (BUILD_VERSION is the version label of the services' build_info metric)
 
 ARG PYTHON_IMAGE=python:3.11-slim-trixie
 
