@@ -70,9 +70,9 @@ class PipelineProbe:
 
         Asked first once the close's votes are all in Kafka (the edge gives up on a publish
         within its timeout, below the close's grace of 5 s), this covers every vote
-        received before the close. Unlike
-        lag it has a fixed end: votes for other polls arriving meanwhile do not hold it
-        back, so a busy platform still gets its draw and its final results.
+        received before the close. Unlike lag it has a fixed end: votes for other polls
+        arriving meanwhile do not hold it back, so a busy platform still gets its draw
+        and its final results.
         """
         recorder_ends = self._recorder_ends.get(moment)
         if recorder_ends is None:
