@@ -89,16 +89,17 @@
     return y && m && d ? formatDay(y, m, d) : String(day);
   }
 
+  // [year, month, day] of `day` (YYYY-MM-DD on the poll's clock), or of today there.
+  function dayParts(day) {
+    if (day) return String(day).split("-").map(Number);
+    const p = zoneParts(now());
+    return [p.year, p.month, p.day];
+  }
+
   // When the day after `day` (YYYY-MM-DD on the poll's clock) begins: plain date arithmetic,
   // because midnight on the poll's clock is what the voter is told, whatever their zone.
   function nextDayStarts(day) {
-    let y, m, d;
-    if (day) {
-      [y, m, d] = String(day).split("-").map(Number);
-    } else {
-      const p = zoneParts(now());
-      [y, m, d] = [p.year, p.month, p.day];
-    }
+    const [y, m, d] = dayParts(day);
     const next = new Date(Date.UTC(y, m - 1, d + 1));
     const label = formatDay(next.getUTCFullYear(), next.getUTCMonth() + 1, next.getUTCDate());
     return label + (D.lang === "zh" ? " " : ", ") + "00:00";
@@ -107,9 +108,8 @@
   // Whether voting closes before the day after `day` begins: on the closing day there is
   // no "come back tomorrow".
   function lastVotingDay(day) {
-    const [y, m, d] = day ? String(day).split("-").map(Number) : [0, 0, 0];
-    const today = day ? { year: y, month: m, day: d } : zoneParts(now());
-    const next = new Date(Date.UTC(today.year, today.month - 1, today.day + 1));
+    const [y, m, d] = dayParts(day);
+    const next = new Date(Date.UTC(y, m - 1, d + 1));
     const nextKey = next.getUTCFullYear() * 10000 + (next.getUTCMonth() + 1) * 100
       + next.getUTCDate();
     const close = zoneParts(Date.parse(D.closes_at));
