@@ -65,7 +65,7 @@ STRINGS: Final[dict[Lang, dict[str, str]]] = {
         "results_hidden": "投票结果将在投票结束后公布。",
         "results_total_one": "共 {n} 票",
         "results_total_other": "共 {n} 票",
-        "results_as_of": "更新于 {time}",
+        "results_as_of": "更新于 {time}（{zone}）",
         "results_votes_one": "{n} 票",
         "results_votes_other": "{n} 票",
         "results_unavailable": "暂时无法获取结果，稍后会自动重试。",
@@ -133,7 +133,7 @@ STRINGS: Final[dict[Lang, dict[str, str]]] = {
         "lottery_closed": "投票已结束，抽奖报名已截止。",
         "lottery_failed": "报名没有成功，请稍后重试。",
         "lottery_awaiting": "投票已结束，抽奖将公开进行，中奖名单公布后会显示在这里。",
-        "lottery_drawn": "抽奖已于 {time} 公开完成。",
+        "lottery_drawn": "抽奖已于 {time}（{zone}）公开完成。",
         "lottery_winners": "中奖名单：",
         "lottery_winner": "{name}　{phone}",
         "lottery_no_winners": (
@@ -192,7 +192,7 @@ STRINGS: Final[dict[Lang, dict[str, str]]] = {
         "results_hidden": "Results will be published when voting closes.",
         "results_total_one": "{n} vote in total",
         "results_total_other": "{n} votes in total",
-        "results_as_of": "Updated {time}",
+        "results_as_of": "Updated {time} ({zone})",
         "results_votes_one": "{n} vote",
         "results_votes_other": "{n} votes",
         "results_unavailable": "Results are unavailable right now; retrying shortly.",
@@ -283,7 +283,7 @@ STRINGS: Final[dict[Lang, dict[str, str]]] = {
         "lottery_awaiting": (
             "Voting has closed. The draw is made in public; the winners will be shown here."
         ),
-        "lottery_drawn": "The draw was made on {time}.",
+        "lottery_drawn": "The draw was made on {time} ({zone}).",
         "lottery_winners": "Winners:",
         "lottery_winner": "{name}, {phone}",
         "lottery_no_winners": (

@@ -297,6 +297,13 @@ async def test_counts_read_in_the_language_s_plural_forms(
     await page.goto(f"{gateway_url}/polls/{DEMO_POLL}?lang={lang}")
     await expect(page.locator("#results-total")).to_have_text(total)
     await expect(page.locator("#results-bars .bar-count")).to_have_text(rows)
+    # On the poll's clock, named: the phone's own zone (New York) is not Beijing.
+    as_of = (
+        "Updated 27 Nov 2026, 11:00 (Beijing time)"
+        if lang == "en"
+        else "更新于 2026年11月27日 11:00（北京时间）"
+    )
+    await expect(page.locator("#results-status")).to_contain_text(as_of)
 
 
 MY_ENTRY = "entry-2"
@@ -345,7 +352,7 @@ async def test_a_page_left_open_after_the_close_shows_the_draw_once_it_is_made(
 
     lottery.update(DRAWN)  # staff make the draw while the page stays open
     await page.clock.fast_forward("00:31")
-    await expect(draw).to_contain_text("The draw was made on 8 Jan 2022, 10:00.")
+    await expect(draw).to_contain_text("The draw was made on 8 Jan 2022, 10:00 (Beijing time).")
     await expect(draw.locator("ol.winners li")).to_have_count(2)
 
 
@@ -359,7 +366,7 @@ async def test_after_the_draw_the_page_lists_the_winners_and_tells_a_winner(
     await serve_lottery(page, closed_poll, DRAWN)
     await page.goto(f"{gateway_url}/polls/{closed_poll}?lang=en")
     draw = page.locator("#lottery-draw")
-    await expect(draw).to_contain_text("The draw was made on 8 Jan 2022, 10:00.")
+    await expect(draw).to_contain_text("The draw was made on 8 Jan 2022, 10:00 (Beijing time).")
     await expect(draw.locator("ol.winners li")).to_have_text(
         ["张*, 138****0001", "李*, 139****0002"]
     )

@@ -665,7 +665,7 @@
       final = Boolean(result.final);
       const label = final ? S.results_final : S.results_live;
       status.textContent = result.as_of
-        ? label + " · " + t("results_as_of", { time: formatDateTime(result.as_of) })
+        ? label + " · " + t("results_as_of", { time: formatDateTime(result.as_of), zone: D.zone_label })
         : label;
       if (final) stop();
     }
@@ -865,7 +865,7 @@
       setTimeout(showDraw, DRAW_CHECK_MS);
     } else if (draw.state === "drawn") {
       const winners = draw.winners || [];
-      lines.push(el("p", t("lottery_drawn", { time: formatDateTime(draw.drawn_at) })));
+      lines.push(el("p", t("lottery_drawn", { time: formatDateTime(draw.drawn_at), zone: D.zone_label })));
       if (winners.length) {
         lines.push(el("p", S.lottery_winners));
         const list = el("ol", null, "winners");
