@@ -340,8 +340,9 @@ class Lottery:
     async def staff_overview(self) -> list[dict[str, Any]]:
         """Every poll of the catalog, for the staff console, with its voting window,
         options and results policy (for the count, read from tally). A poll with a draw
-        adds its state, entries, days histogram, masked results and who made the draw;
-        one without has the voting state (upcoming, open, closed) and `lottery` false."""
+        adds its state, the voting state (its own "open" also spans the time before the
+        opening), entries, days histogram, masked results and who made the draw; one
+        without has the voting state (upcoming, open, closed) and `lottery` false."""
         await self.fix_due_commitments()
         now = self.clock()
         draws = await store.all_draws(self.pool)
@@ -358,6 +359,7 @@ class Lottery:
                 poll, now, self._commitments.get(poll.id), draws.get(poll.id), len(weights)
             )
             view["lottery"] = True
+            view["voting_state"] = poll.state_at(now).value
             view |= _catalog_facts(poll)
             made = draws.get(poll.id)
             view["drawn_by"] = made.drawn_by if made is not None else None

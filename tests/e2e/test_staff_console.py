@@ -412,7 +412,7 @@ async def test_a_prize_draw_poll_not_yet_open_reads_as_upcoming(
 ) -> None:
     """The lottery's own state is "open" from before voting opens until the close."""
     opens = datetime.now(UTC) + timedelta(days=3)
-    changes = {"state": "open", "opens_at": format_utc(opens)}
+    changes = {"state": "open", "voting_state": "upcoming", "opens_at": format_utc(opens)}
     await amend_listing(console, DEMO_POLL, changes)
     await sign_in(console, gateway_url, staff_token)
     await expect(card(console, DEMO_POLL).locator('[data-field="state"]')).to_have_text("upcoming")

@@ -571,7 +571,7 @@ async def test_a_draw_end_to_end_leaks_no_phone_number(
     assert flow["drawn_by"] == "tester"
     # For the console's count, read from tally: the options in order and who may see it.
     assert (flow["options"], flow["results"]) == (["excellent", "good", "fair", "poor"], "live")
-    assert flow["lottery"] is True
+    assert (flow["lottery"], flow["state"], flow["voting_state"]) == (True, "drawn", "closed")
     # A poll without a prize draw is listed too, for its count and its page.
     plain = {p["poll_id"]: p for p in console.json()["polls"] if not p["lottery"]}
     assert plain == {

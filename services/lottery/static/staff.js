@@ -183,8 +183,7 @@
     field(card, "title").textContent = poll.title;
     field(card, "poll_id").textContent = poll.poll_id;
     // A prize draw's "open" also spans the time before voting opens: say which it is.
-    const upcoming = poll.lottery && poll.state === "open" && Date.parse(poll.opens_at) > Date.now();
-    const state = upcoming ? "upcoming" : poll.state;
+    const state = poll.lottery && poll.voting_state === "upcoming" ? "upcoming" : poll.state;
     field(card, "state").textContent = S["state_" + state] || state;
     field(card, "opens_at").textContent = pollTime(poll.opens_at, poll.timezone);
     field(card, "closes_at").textContent = pollTime(poll.closes_at, poll.timezone);
