@@ -6,8 +6,8 @@
    more than 2 s behind: for every vote received in the step (after a short warm-up),
    the time it waited for each consumer stays under 2 s - antifraud from ``received_at``
    to its decision, tally and lottery from the decision to their commit. The highest
-   step that held is then held for the full duration (5 minutes), lowered by 10% if it
-   does not.
+   step that held is then held for the full duration (5 minutes), lowered by a fifth
+   (``hold_step_down``) each time it does not.
 2. **At 70% of it**: ingest latency, decision and count delays from ``received_at``,
    RSS per process, Postgres statements per vote; then each consumer in turn is stopped
    for a minute and restarted while the load goes on, and the time it takes to catch up
