@@ -92,9 +92,10 @@ async def _parse_batch(
 # Without it a fetch returns with the first record, so at a few thousand votes a second
 # every consumer ran a batch (a transaction and its statements) per handful of votes.
 # Measured in the whole pipeline at 1,000 votes/s: Postgres statements per vote 0.32-0.49
-# -> 0.12, the four services, Kafka and Postgres together 1.7-1.9 -> 1.4-1.5 CPU ms per
-# vote; the decision delay stayed as it was (p99 ~140 ms) and the count delay grew by
-# about 50-100 ms, against objectives of 1 s and 2 s. A backlog fills the bytes at once.
+# -> 0.12; every process (services, Kafka, Postgres, load generator) together 1.7-1.9
+# -> 1.4-1.5 CPU ms per vote; the decision delay stayed as it was (p99 ~140 ms) and the
+# count delay grew by about 50-100 ms, against objectives of 1 s and 2 s. A backlog
+# fills the bytes at once.
 FETCH_MIN_BYTES = 64 * 1024
 FETCH_MAX_WAIT_MS = 100
 
