@@ -7,7 +7,8 @@
    the time it waited for each consumer stays under 2 s - antifraud from ``received_at``
    to its decision, tally and lottery from the decision to their commit. The highest
    step that held is then held for the full duration (5 minutes), lowered by a fifth
-   (``hold_step_down``) each time it does not.
+   (``hold_step_down``) each time it does not; once a hold succeeds below a failed one,
+   the rate halfway between is held too (``hold_refine``).
 2. **At 70% of it**: ingest latency, decision and count delays from ``received_at``,
    RSS per process, Postgres statements per vote; then each consumer in turn is stopped
    for a minute and restarted while the load goes on, and the time it takes to catch up
@@ -77,6 +78,7 @@ class PipelinePlan:
     hold_seconds: float = 300.0
     hold_attempts: int = 3
     hold_step_down: float = 0.8  # the next hold, after one that failed
+    hold_refine: int = 1  # holds halfway between a failed hold and the one that held
     warmup_seconds: float = 5.0
     steady_seconds: float = 60.0  # at 70%, before the first consumer is stopped
     stop_seconds: float = 60.0
@@ -90,6 +92,7 @@ QUICK_PLAN = PipelinePlan(
     refine_steps=0,
     hold_seconds=20.0,
     hold_attempts=2,
+    hold_refine=0,
     warmup_seconds=2.0,
     steady_seconds=12.0,
     stop_seconds=10.0,
@@ -262,15 +265,30 @@ class Runner:
         return False
 
     async def hold(self, rate: float) -> tuple[list[PipelineStep], float | None]:
+        """Hold `rate` for the full duration, `hold_step_down` lower after each failure;
+        once a hold succeeds below one that failed, try halfway between (`hold_refine`
+        times): the step down alone would leave the sustained rate up to a step short."""
         holds: list[PipelineStep] = []
+        good: float | None = None
+        bad: float | None = None
         for _ in range(self.plan.hold_attempts):
-            log.info("pipeline: holding %.0f/s for %.0f s", rate, self.plan.hold_seconds)
-            step = await self.step(rate, self.plan.hold_seconds)
-            holds.append(step)
-            if step.held:
-                return holds, rate
+            if await self._hold_once(rate, holds):
+                good = rate
+                break
+            bad = rate
             rate *= self.plan.hold_step_down
-        return holds, None
+        for _ in range(self.plan.hold_refine):
+            if good is None or bad is None:
+                break
+            middle = (good + bad) / 2
+            good, bad = (middle, bad) if await self._hold_once(middle, holds) else (good, middle)
+        return holds, good
+
+    async def _hold_once(self, rate: float, holds: list[PipelineStep]) -> bool:
+        log.info("pipeline: holding %.0f/s for %.0f s", rate, self.plan.hold_seconds)
+        step = await self.step(rate, self.plan.hold_seconds)
+        holds.append(step)
+        return step.held
 
 
 # --------------------------------------------------------------------------- at 70%

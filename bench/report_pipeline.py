@@ -246,7 +246,13 @@ def render(part: Results, image: str | None) -> list[str]:
         "counts as failed; "
         f"the highest held step is then held for {plan['hold_seconds']:.0f} s "
         f"(x{plan.get('hold_step_down', 0.9)} lower if it fails, at most "
-        f"{plan['hold_attempts']} holds).",
+        f"{plan['hold_attempts']} holds"
+        + (
+            "; once one holds below a failed one, the rate halfway between is held too"
+            if plan.get("hold_refine")
+            else ""
+        )
+        + ").",
         "",
     ]
     lines += table(STEP_HEADER, _step_rows(part["search"] + part["holds"]))

@@ -105,6 +105,36 @@ def test_the_search_climbs_retries_a_failed_step_once_and_bisects() -> None:
     assert _search(600.0, frozenset({480}), refine_steps=0) == [400, 480, 480, 576, 691, 691, 576]
 
 
+def _hold(capacity: float, start: float, **plan: Any) -> list[int]:
+    """The rates the full-length holds try from `start` against a pipeline that holds
+    up to `capacity`; then the sustained rate found."""
+    runner = object.__new__(Runner)
+    runner.plan = PipelinePlan(**plan)
+    tried: list[float] = []
+
+    async def step(rate: float, seconds: float) -> PipelineStep:
+        assert seconds == runner.plan.hold_seconds
+        tried.append(rate)
+        return _step(rate=rate, load_held=rate <= capacity, why="p99")
+
+    runner.step = step  # type: ignore[method-assign]
+    holds, sustained = asyncio.run(runner.hold(start))
+    assert [h.rate for h in holds] == tried
+    return [round(rate) for rate in tried] + [round(sustained or 0)]
+
+
+def test_a_failed_hold_steps_down_then_the_rate_halfway_back_is_held() -> None:
+    # 1000 and 800 fail, 640 holds, halfway to 800 (720) holds: 720 is sustained.
+    assert _hold(750.0, 1000.0) == [1000, 800, 640, 720, 720]
+    # Halfway fails: the lower hold stands.
+    assert _hold(700.0, 1000.0) == [1000, 800, 640, 720, 640]
+    # A first hold that holds is the answer, with nothing above it to refine towards.
+    assert _hold(2000.0, 1000.0) == [1000, 1000]
+    # Nothing holds within the attempts: no sustained rate, and no refinement.
+    assert _hold(100.0, 1000.0) == [1000, 800, 640, 0]
+    assert _hold(750.0, 1000.0, hold_refine=0) == [1000, 800, 640, 640]
+
+
 def test_the_search_comes_down_when_the_first_step_fails() -> None:
     assert _search(300.0, refine_steps=0) == [400, 400, 333, 333, 278, 278]
     # Nothing holds down to a tenth of the ingest-only maximum: no sustained rate.
