@@ -9,10 +9,19 @@ import shutil
 import signal
 import subprocess
 from pathlib import Path
+from typing import Final
 
 from .base import StackBase
 from .processes import Component, _signal_group, _tail
 from .settings import StackError
+
+# The shipped cluster's settings that shape how batches of votes are written.
+CLUSTER_SETTINGS: Final = (
+    "max_locks_per_transaction=1024",
+    "shared_buffers=1GB",
+    "work_mem=8MB",
+    "max_wal_size=8GB",
+)
 
 
 class PostgresMixin(StackBase):
@@ -37,7 +46,9 @@ class PostgresMixin(StackBase):
             "listen_addresses=127.0.0.1",
             "unix_socket_directories=",
             "max_connections=200",
-            "max_locks_per_transaction=1024",
+            # As the shipped cluster (deploy/k8s/base/postgres/cluster.yaml) has them, so
+            # the benchmarks' batches checkpoint and cache as they would there.
+            *CLUSTER_SETTINGS,
             # Statement counts per query (CREATE EXTENSION pg_stat_statements to read them).
             "shared_preload_libraries=pg_stat_statements",
         ]
