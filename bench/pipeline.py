@@ -29,7 +29,7 @@ import math
 import sys
 import time
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -191,6 +191,19 @@ class PipelineStep:
         return {**asdict(self), "held": self.held, "verdict": self.verdict()}
 
 
+async def bisect(
+    good: float | None, bad: float | None, times: int, holds: Callable[[float], Awaitable[bool]]
+) -> float | None:
+    """Halve the gap between a rate that held and a higher one that did not, `times`
+    times; the highest rate that held."""
+    for _ in range(times):
+        if good is None or bad is None:
+            break
+        middle = (good + bad) / 2
+        good, bad = (middle, bad) if await holds(middle) else (good, middle)
+    return good
+
+
 class Runner:
     def __init__(
         self, env: BenchEnv, plan: PipelinePlan, mix: Mix, services: Services, watch: LagWatch
@@ -247,12 +260,9 @@ class Runner:
                 if good is not None or rate <= ingest_max * self.plan.lowest_fraction:
                     break
                 rate /= self.plan.growth
-        for _ in range(self.plan.refine_steps):
-            if good is None or bad is None:
-                break
-            middle = (good + bad) / 2
-            good, bad = (middle, bad) if await self._holds(middle, steps) else (good, middle)
-        return steps, good
+        return steps, await bisect(
+            good, bad, self.plan.refine_steps, lambda r: self._holds(r, steps)
+        )
 
     async def _holds(self, rate: float, steps: list[PipelineStep]) -> bool:
         """A step at `rate`, made again (up to `retries` times) when it fails: one stall
@@ -277,12 +287,9 @@ class Runner:
                 break
             bad = rate
             rate *= self.plan.hold_step_down
-        for _ in range(self.plan.hold_refine):
-            if good is None or bad is None:
-                break
-            middle = (good + bad) / 2
-            good, bad = (middle, bad) if await self._hold_once(middle, holds) else (good, middle)
-        return holds, good
+        return holds, await bisect(
+            good, bad, self.plan.hold_refine, lambda r: self._hold_once(r, holds)
+        )
 
     async def _hold_once(self, rate: float, holds: list[PipelineStep]) -> bool:
         log.info("pipeline: holding %.0f/s for %.0f s", rate, self.plan.hold_seconds)
