@@ -117,11 +117,15 @@
     return nextKey > closeKey || (nextKey === closeKey && close.hm === "00:00");
   }
 
+  // A line naming a time, and the poll's clock it is on.
+  function tAt(key, time) {
+    return t(key, { time: time, zone: D.zone_label });
+  }
+
   // What the voter is told about voting again after `day`'s votes are used up.
   function nextVoteLine(day, decision) {
-    const values = { zone: D.zone_label };
-    if (lastVotingDay(day)) return t("last_day", { ...values, time: formatDateTime(D.closes_at) });
-    return t("next_vote", { ...values, time: decision ? comeBackAt(decision) : nextDayStarts(day) });
+    if (lastVotingDay(day)) return tAt("last_day", formatDateTime(D.closes_at));
+    return tAt("next_vote", decision ? comeBackAt(decision) : nextDayStarts(day));
   }
 
   function comeBackAt(decision) {
@@ -427,8 +431,8 @@
     let message;
     if (reason === "daily_limit") {
       message = lastVotingDay(decision.day)
-        ? t("reason_daily_limit_last", { time: formatDateTime(D.closes_at), zone: D.zone_label })
-        : t("reason_daily_limit", { time: comeBackAt(decision), zone: D.zone_label });
+        ? tAt("reason_daily_limit_last", formatDateTime(D.closes_at))
+        : tAt("reason_daily_limit", comeBackAt(decision));
     } else if (REASONS[reason]) {
       message = S[REASONS[reason]];
     } else {
@@ -665,7 +669,7 @@
       final = Boolean(result.final);
       const label = final ? S.results_final : S.results_live;
       status.textContent = result.as_of
-        ? label + " · " + t("results_as_of", { time: formatDateTime(result.as_of), zone: D.zone_label })
+        ? label + " · " + tAt("results_as_of", formatDateTime(result.as_of))
         : label;
       if (final) stop();
     }
@@ -865,7 +869,7 @@
       setTimeout(showDraw, DRAW_CHECK_MS);
     } else if (draw.state === "drawn") {
       const winners = draw.winners || [];
-      lines.push(el("p", t("lottery_drawn", { time: formatDateTime(draw.drawn_at), zone: D.zone_label })));
+      lines.push(el("p", tAt("lottery_drawn", formatDateTime(draw.drawn_at))));
       if (winners.length) {
         lines.push(el("p", S.lottery_winners));
         const list = el("ol", null, "winners");
