@@ -16,5 +16,6 @@ def test_the_stack_runs_with_the_shipped_clusters_settings() -> None:
     cluster = next(doc for doc in docs if doc and doc["kind"] == "Cluster")
     shipped = cluster["spec"]["postgresql"]["parameters"]
     local = dict(setting.split("=", 1) for setting in CLUSTER_SETTINGS)
-    for name in ("max_locks_per_transaction", "shared_buffers", "work_mem", "max_wal_size"):
-        assert local.get(name) == str(shipped[name]), name
+    assert {"max_locks_per_transaction", "shared_buffers", "work_mem", "max_wal_size"} <= set(local)
+    for name, value in local.items():
+        assert value == str(shipped[name]), name
