@@ -1,8 +1,16 @@
-"""Decision lookup: GET /api/v1/votes/{vote_id} answers pending until the vote is decided."""
+"""Decision lookup: GET /api/v1/votes/{vote_id} answers pending until the vote is decided.
+
+Only an id the ingest could have issued reads as pending: it mints every vote id as a
+canonical UUIDv7 (:func:`shared.events.new_vote_id`) carrying the millisecond it was made.
+Any other id that has no decision, including one made "later" than the clock allows,
+never belonged to a vote and gets 404 instead of a pending that would never end.
+"""
 
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable
+from datetime import datetime, timedelta
 from typing import Any
 
 import asyncpg
@@ -15,6 +23,22 @@ from shared.catalog import Catalog
 from shared.errors import NotFound
 from shared.events import RejectReason, format_utc
 from shared.http import JsonResponse
+
+# How far ahead of this service's clock an id's time may be: the ingest replicas' clocks
+# may run a little ahead of this one.
+CLOCK_SKEW = timedelta(minutes=5)
+
+
+def could_be_issued(vote_id: str, now: datetime) -> bool:
+    """Whether the ingest could have issued ``vote_id`` by ``now`` (see the module's text)."""
+    try:
+        parsed = uuid.UUID(vote_id)
+    except ValueError:
+        return False
+    if str(parsed) != vote_id or parsed.variant != uuid.RFC_4122 or parsed.version != 7:
+        return False
+    made_ms = parsed.int >> 80
+    return made_ms <= (now + CLOCK_SKEW).timestamp() * 1000
 
 
 def status_document(
@@ -42,7 +66,9 @@ def status_document(
     return doc
 
 
-def routes(catalog: Catalog, pool: dict[str, asyncpg.Pool]) -> list[BaseRoute]:
+def routes(
+    catalog: Catalog, pool: dict[str, asyncpg.Pool], clock: Callable[[], datetime]
+) -> list[BaseRoute]:
     async def vote_status(request: Request) -> Response:
         vote_id = request.path_params["vote_id"]
         try:
@@ -50,6 +76,8 @@ def routes(catalog: Catalog, pool: dict[str, asyncpg.Pool]) -> list[BaseRoute]:
         except ValueError as exc:
             raise NotFound("no vote has this id", code="unknown_vote") from exc
         found = await store.find_decision(pool["pool"], vote_id)
+        if found is None and not could_be_issued(vote_id, clock()):
+            raise NotFound("no vote has this id", code="unknown_vote")
         headers = {"Cache-Control": "no-store"}
         return JsonResponse(status_document(vote_id, found, catalog), headers=headers)
 

@@ -67,7 +67,7 @@ def create_app(settings: AntifraudSettings) -> Starlette:
         ):
             yield
 
-    return build_app(SERVICE, settings.build_version, routes(catalog, pools), health, lifespan)
+    return build_app(SERVICE, settings.build_version, routes(catalog, pools, now), health, lifespan)
 
 
 def main() -> None:

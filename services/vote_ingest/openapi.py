@@ -215,7 +215,7 @@ def _paths() -> dict[str, Any]:
                 ],
                 "responses": {
                     "200": _json("status", _ref("VoteStatus")),
-                    "404": _problem("not a vote id"),
+                    "404": _problem("unknown_vote: no vote was ever issued this id"),
                 },
             }
         },

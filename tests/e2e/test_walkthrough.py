@@ -110,6 +110,21 @@ def test_a_vote_is_taken_decided_and_counted_within_two_seconds(
     assert decision["day"] in days, f"{decision['day']} is not the poll's day ({days})"
 
 
+@pytest.mark.parametrize(
+    "vote_id",
+    [
+        "5f0c6a4e-2b1d-4c8e-9a7f-3d2e1c0b9a88",  # a version-4 UUID: not one the ingest makes
+        "7fffffff-ffff-7fff-bfff-ffffffffffff",  # a UUIDv7 of the year 6429
+        "not-a-vote-id",
+    ],
+)
+def test_a_status_url_no_vote_was_issued_gets_404_not_pending_forever(
+    client: httpx.Client, vote_id: str
+) -> None:
+    response = client.get(f"/api/v1/votes/{vote_id}")
+    assert_problem(response, 404, "unknown_vote")
+
+
 def test_a_second_vote_the_same_day_is_refused_with_when_to_come_back(
     client: httpx.Client, poll: dict[str, Any], captcha_secret: str
 ) -> None:
