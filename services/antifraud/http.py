@@ -3,7 +3,8 @@
 Only an id the ingest could have issued reads as pending: it mints every vote id as a
 canonical UUIDv7 (:func:`shared.events.new_vote_id`) carrying the millisecond it was made.
 Any other id that has no decision, including one made "later" than the clock allows,
-never belonged to a vote and gets 404 instead of a pending that would never end.
+never belonged to a vote and gets 404 instead of a pending that would never end. Other
+spellings of a UUID (upper case, braces, no hyphens) are read as its canonical form.
 """
 
 from __future__ import annotations
@@ -70,9 +71,9 @@ def routes(
     catalog: Catalog, pool: dict[str, asyncpg.Pool], clock: Callable[[], datetime]
 ) -> list[BaseRoute]:
     async def vote_status(request: Request) -> Response:
-        vote_id = request.path_params["vote_id"]
         try:
-            uuid.UUID(vote_id)
+            # Ids are issued and stored in canonical form; read any other spelling as it.
+            vote_id = str(uuid.UUID(request.path_params["vote_id"]))
         except ValueError as exc:
             raise NotFound("no vote has this id", code="unknown_vote") from exc
         found = await store.find_decision(pool["pool"], vote_id)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
@@ -113,7 +113,7 @@ async def test_an_issued_vote_reads_pending_until_it_is_decided() -> None:
 
 @pytest.mark.parametrize(
     "vote_id",
-    [V4, v7_at(NOW + timedelta(days=1)), v7_at(NOW).upper(), "not-a-vote-id"],
+    [V4, "{" + V4 + "}", v7_at(NOW + timedelta(days=1)), "not-a-vote-id"],
 )
 async def test_an_id_no_vote_was_issued_reads_404_unknown_vote(vote_id: str) -> None:
     response = await get(lookup_app({}), vote_id)
@@ -134,3 +134,31 @@ async def test_a_decided_vote_reads_its_decision_whatever_its_id() -> None:
     assert response.status_code == 200
     body = response.json()
     assert (body["status"], body["poll_id"], body["day"]) == ("accepted", "demo", "2026-11-27")
+
+
+@pytest.mark.parametrize(
+    "spelling", [str.upper, lambda i: "{" + i + "}", lambda i: i.replace("-", "")]
+)
+async def test_another_spelling_of_an_id_reads_as_the_issued_id(
+    spelling: Callable[[str], str],
+) -> None:
+    pending = v7_at(NOW - timedelta(seconds=1))
+    response = await get(lookup_app({}), spelling(pending))
+    assert (response.status_code, response.json()["vote_id"]) == (200, pending)
+    assert response.json()["status"] == "pending"
+
+    decided = v7_at(NOW - timedelta(seconds=5))
+    row = {
+        "poll_id": "demo",
+        "verdict": "rejected",
+        "reason": "captcha_wrong",
+        "day": None,
+        "received_at": NOW - timedelta(seconds=5),
+    }
+    response = await get(lookup_app({decided: row}), spelling(decided))
+    body = response.json()
+    assert (body["vote_id"], body["status"], body["reason"]) == (
+        decided,
+        "rejected",
+        "captcha_wrong",
+    )
