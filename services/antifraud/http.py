@@ -62,8 +62,11 @@ def status_document(
     }
     poll = catalog.get(found.poll_id)
     if found.reason == RejectReason.DAILY_LIMIT and poll is not None:
-        doc["next_vote_at"] = format_utc(poll.next_day_starts(found.received_at))
         doc["day"] = poll.day_of(found.received_at).isoformat()
+        # On the poll's last day there is no next day to vote on: no time to come back.
+        next_day = poll.next_day_starts(found.received_at)
+        if next_day < poll.closes_at:
+            doc["next_vote_at"] = format_utc(next_day)
     return doc
 
 

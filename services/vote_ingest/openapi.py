@@ -105,7 +105,11 @@ def _schemas() -> dict[str, Any]:
                 "status": {"enum": ["pending", "accepted", "rejected"]},
                 "reason": {"type": ["string", "null"]},
                 "day": {"type": ["string", "null"], "format": "date"},
-                "next_vote_at": TIME,
+                "next_vote_at": {
+                    **TIME,
+                    "description": "daily_limit only: when the voter may vote again; "
+                    "absent on the poll's last day",
+                },
             },
         },
         "Results": {

@@ -162,3 +162,29 @@ async def test_another_spelling_of_an_id_reads_as_the_issued_id(
         "rejected",
         "captcha_wrong",
     )
+
+
+def daily_limit_row(received_at: datetime) -> dict[str, Any]:
+    return {
+        "poll_id": "demo",
+        "verdict": "rejected",
+        "reason": "daily_limit",
+        "day": None,
+        "received_at": received_at,
+    }
+
+
+async def test_a_vote_over_the_daily_limit_says_when_the_next_day_starts() -> None:
+    # 2026-11-27 17:00 Asia/Shanghai; the next day starts at 16:00 UTC.
+    received = datetime(2026, 11, 27, 9, 0, tzinfo=UTC)
+    body = (await get(lookup_app({V4: daily_limit_row(received)}), V4)).json()
+    assert body["day"] == "2026-11-27"
+    assert body["next_vote_at"] == "2026-11-27T16:00:00.000000Z"
+
+
+async def test_on_the_last_day_a_vote_over_the_limit_gets_no_time_to_come_back() -> None:
+    # The poll closes 2026-12-20 09:00 Asia/Shanghai, before the next day starts.
+    received = datetime(2026, 12, 19, 23, 0, tzinfo=UTC)  # 2026-12-20 07:00 in Shanghai
+    body = (await get(lookup_app({V4: daily_limit_row(received)}), V4)).json()
+    assert body["day"] == "2026-12-20"
+    assert "next_vote_at" not in body
