@@ -1,4 +1,4 @@
-"""Stateless image captchas (contract section 5).
+"""Stateless captchas, as an image and as speech (contract section 5).
 
 A captcha id is ``base64url(payload || tag)`` with a 17-byte payload and 10-byte tag
 (36 characters, URL-safe, no padding):
@@ -33,6 +33,18 @@ costs one render per vote: a pool fills at about 600/s with one worker process a
 900-1,100/s with two on this machine, so scale it with ``workers`` or ingest replicas
 (issuance needs no shared state).
 
+Speech
+------
+A voter who cannot read the image asks for the same answer spoken
+(:meth:`CaptchaPool.speak`): the captcha library's own voices for letters and digits
+(spoken in English), distorted and laid over noise of reversed voices, as a WAV file. It
+is rendered on demand in the pool's worker process, about 0.2 s of CPU each (pure
+Python), only for an id that is genuine and not expired; a spoken id is the same id,
+single-use like any other. The edge limits how often one address asks and how many are
+made at once. Speech is easier for a machine to transcribe than the picture is to read:
+the price of letting voters who cannot see vote at all; the daily limit and the rate
+limits, not the captcha, are what bound ballot stuffing.
+
 Trade-off: pre-rendering never weakens the captcha. Each id is issued when its image is
 drawn, carries its own expiry, and is handed out once, then dropped; a pair is handed
 out only while at least 80% of its validity remains, so a voter always has four of the
@@ -66,6 +78,7 @@ from enum import StrEnum
 from functools import lru_cache
 from typing import Final
 
+from captcha.audio import AudioCaptcha
 from captcha.image import ImageCaptcha
 
 __all__ = [
@@ -84,7 +97,9 @@ __all__ = [
     "render_captcha",
     "render_captchas",
     "render_png",
+    "render_wav",
     "shape_ok",
+    "speak_captcha",
 ]
 
 DEFAULT_TTL: Final = timedelta(minutes=5)
@@ -255,6 +270,25 @@ def render_png(answer: str) -> bytes:
     return out.getvalue()
 
 
+def _speaker() -> AudioCaptcha:
+    # One per thread, like the image renderer: the library caches its voices on it.
+    speaker: AudioCaptcha | None = getattr(_local, "speaker", None)
+    if speaker is None:
+        speaker = AudioCaptcha()
+        _local.speaker = speaker
+    return speaker
+
+
+def render_wav(answer: str) -> bytes:
+    """The answer spoken character by character, as WAV, by the captcha library."""
+    return bytes(_speaker().generate(answer))
+
+
+def speak_captcha(secret: str, captcha_id: str) -> bytes:
+    """The spoken answer of ``captcha_id`` (the caller has checked the id is genuine)."""
+    return render_wav(expected_answer(secret, captcha_id))
+
+
 def data_url(png: bytes) -> str:
     return "data:image/png;base64," + base64.b64encode(png).decode("ascii")
 
@@ -374,6 +408,19 @@ class CaptchaPool:
             self.rendered_on_demand += 1
             (item,) = await self._render(self._clock())
         return item.captcha_id, data_url(item.png), item.expires_at
+
+    async def speak(self, captcha_id: str) -> tuple[CaptchaVerdict, bytes]:
+        """``(OK, WAV)`` of a genuine, unexpired id's answer, spoken in a worker process;
+        ``(MALFORMED, b"")`` or ``(EXPIRED, b"")`` otherwise, at no rendering cost."""
+        now = self._clock()
+        token = _decode(self._secret, captcha_id)
+        if token is None or _absurd(token, now):
+            return CaptchaVerdict.MALFORMED, b""
+        if now >= token.expires_at:
+            return CaptchaVerdict.EXPIRED, b""
+        loop = asyncio.get_running_loop()
+        wav = await loop.run_in_executor(self._executor, speak_captcha, self._secret, captcha_id)
+        return CaptchaVerdict.OK, wav
 
     def _fresh(self, item: RenderedCaptcha, now: datetime) -> bool:
         return item.expires_at - now >= self._min_left

@@ -4,11 +4,13 @@ import asyncio
 import base64
 import io
 import re
+import wave
 from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from captcha.audio import AudioCaptcha
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from PIL import Image
@@ -259,3 +261,62 @@ async def test_pool_renders_in_a_worker_process_by_default() -> None:
         await pool.stop()
     assert pool.rendered_on_demand == 0
     assert captcha.expires_at(SECRET, captcha_id) is not None
+
+
+def test_every_character_of_an_answer_has_a_voice() -> None:
+    assert set(captcha.ALPHABET) <= set(AudioCaptcha().choices)
+
+
+def test_speech_is_a_wave_file_of_some_seconds() -> None:
+    wav = captcha.render_wav("ACE3")
+    with wave.open(io.BytesIO(wav)) as sound:
+        assert (sound.getnchannels(), sound.getframerate()) == (1, 8000)
+        seconds = sound.getnframes() / sound.getframerate()
+    assert 3 < seconds < 30, seconds
+
+
+class Speaker:
+    """Stands in for the audio renderer: records what it was asked to say."""
+
+    def __init__(self) -> None:
+        self.said: list[str] = []
+
+    def __call__(self, answer: str) -> bytes:
+        self.said.append(answer)
+        return b"RIFF"
+
+
+def test_speech_says_the_answer_of_the_id(monkeypatch: pytest.MonkeyPatch) -> None:
+    speaker = Speaker()
+    monkeypatch.setattr(captcha, "render_wav", speaker)
+    captcha_id = fresh_id()
+    assert captcha.speak_captcha(SECRET, captcha_id) == b"RIFF"
+    assert speaker.said == [captcha.expected_answer(SECRET, captcha_id)]
+
+
+async def test_pool_speaks_only_a_genuine_unexpired_id(
+    threads: ThreadPoolExecutor, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    speaker = Speaker()
+    monkeypatch.setattr(captcha, "render_wav", speaker)
+    clock = FakeClock(ISSUED + timedelta(minutes=1))
+    pool = CaptchaPool(SECRET, executor=threads, clock=clock)
+    genuine = fresh_id()
+    assert await pool.speak(genuine) == (CaptchaVerdict.OK, b"RIFF")
+    assert await pool.speak(fresh_id(secret="another-secret")) == (CaptchaVerdict.MALFORMED, b"")
+    assert await pool.speak("not-a-captcha-id") == (CaptchaVerdict.MALFORMED, b"")
+    clock.now = ISSUED + TTL
+    assert await pool.speak(genuine) == (CaptchaVerdict.EXPIRED, b"")
+    assert speaker.said == [captcha.expected_answer(SECRET, genuine)], "only a genuine id is said"
+
+
+async def test_pool_speaks_in_a_worker_process_once_started() -> None:
+    pool = CaptchaPool(SECRET, capacity=1)
+    await pool.start()
+    try:
+        async with asyncio.timeout(30):
+            verdict, wav = await pool.speak(captcha.issue(SECRET, datetime.now(UTC)))
+    finally:
+        await pool.stop()
+    assert verdict is CaptchaVerdict.OK
+    assert wav[:4] == b"RIFF" and wav[8:12] == b"WAVE"
