@@ -28,6 +28,7 @@ DEPENDENCY_UP: Final = "dependency_up"
 # vote_ingest.
 VOTES_SUBMITTED_TOTAL: Final = "votes_submitted_total"
 CAPTCHAS_ISSUED_TOTAL: Final = "captchas_issued_total"
+CAPTCHAS_SPOKEN_TOTAL: Final = "captchas_spoken_total"
 VOTES_SUBMIT_FAILED_TOTAL: Final = "votes_submit_failed_total"
 
 # antifraud.
@@ -75,6 +76,7 @@ METRICS: Final = frozenset(
         DEPENDENCY_UP,
         VOTES_SUBMITTED_TOTAL,
         CAPTCHAS_ISSUED_TOTAL,
+        CAPTCHAS_SPOKEN_TOTAL,
         VOTES_SUBMIT_FAILED_TOTAL,
         VOTES_DECIDED_TOTAL,
         VOTE_DECISION_DELAY_SECONDS,
@@ -99,6 +101,7 @@ LABELS: Final[Mapping[str, tuple[str, ...]]] = MappingProxyType(
         DEPENDENCY_UP: ("service", "dependency"),
         VOTES_SUBMITTED_TOTAL: ("poll",),
         CAPTCHAS_ISSUED_TOTAL: (),
+        CAPTCHAS_SPOKEN_TOTAL: (),
         VOTES_SUBMIT_FAILED_TOTAL: ("poll", "code"),
         VOTES_DECIDED_TOTAL: ("poll", "verdict", "reason"),
         VOTE_DECISION_DELAY_SECONDS: (),
@@ -163,6 +166,7 @@ def queryable_names() -> frozenset[str]:
 __all__ = [
     "BUILD_INFO",
     "CAPTCHAS_ISSUED_TOTAL",
+    "CAPTCHAS_SPOKEN_TOTAL",
     "CONSUMER_GROUPS",
     "COUNT_OBJECTIVE_SECONDS",
     "DECISION_OBJECTIVE_SECONDS",

@@ -1,4 +1,5 @@
-"""The voter-facing API of the edge: sessions, captchas, the catalog and vote intake."""
+"""The voter-facing API of the edge: sessions, captchas (seen and heard), the catalog and
+vote intake."""
 
 from __future__ import annotations
 
@@ -17,9 +18,11 @@ from starlette.routing import BaseRoute, Route
 
 from services.vote_ingest.openapi import openapi_document
 from services.vote_ingest.rules import TokenBuckets, parse_vote, require_open
+from shared import metric_names as m
 from shared.auth import VoterTokens, voter_from_header
+from shared.captcha import CaptchaVerdict
 from shared.catalog import OPTION_LABELS, Catalog, Poll
-from shared.errors import NotFound, ServiceUnavailable, TooManyRequests
+from shared.errors import Gone, NotFound, ServiceUnavailable, TooManyRequests
 from shared.events import VoteSubmitted, format_utc, new_vote_id
 from shared.http import JsonResponse, read_json
 from shared.netaddr import Network, client_address
@@ -29,9 +32,15 @@ log = logging.getLogger(__name__)
 VOTES_SUBMITTED = Counter("votes_submitted_total", "Votes accepted for decision (202)", ["poll"])
 SUBMIT_FAILED = Counter("votes_submit_failed_total", "Votes refused at the edge", ["poll", "code"])
 CAPTCHAS_ISSUED = Counter("captchas_issued_total", "Captchas handed out")
+CAPTCHAS_SPOKEN = Counter(m.CAPTCHAS_SPOKEN_TOTAL, "Captcha answers spoken (audio captchas)")
 
 Publish = Callable[[VoteSubmitted], Awaitable[None]]
 TakeCaptcha = Callable[[], Awaitable[tuple[str, str, datetime]]]
+SpeakCaptcha = Callable[[str], Awaitable[tuple[CaptchaVerdict, bytes]]]
+
+# Speaking an answer costs about 0.2 s of a worker's CPU: few voters need it, so a
+# replica makes only this many at once and sheds the rest with a 503 to retry.
+SPEAKING_AT_ONCE = 4
 
 NO_STORE = {"Cache-Control": "no-store"}
 
@@ -65,6 +74,7 @@ class Edge:
         take_captcha: TakeCaptcha,
         clock: Callable[[], datetime],
         *,
+        speak_captcha: SpeakCaptcha,
         publish_timeout: float = 2.0,
     ) -> None:
         self.catalog = catalog
@@ -78,6 +88,10 @@ class Edge:
         # phones behind one carrier NAT address start in a minute, but not a script.
         self.session_limit = TokenBuckets(rate_per_second=5.0, burst=300)
         self.captcha_limit = TokenBuckets(rate_per_second=20.0, burst=600)
+        # A voter may play an answer a few times; a carrier NAT address shares this.
+        self.speak_captcha = speak_captcha
+        self.audio_limit = TokenBuckets(rate_per_second=1.0, burst=30)
+        self._speaking = 0
         self._submitted: dict[str, Counter] = {}
 
     def client_ip(self, request: Request) -> str:
@@ -109,6 +123,27 @@ class Edge:
         CAPTCHAS_ISSUED.inc()
         body = {"captcha_id": captcha_id, "image": image, "expires_at": format_utc(expires_at)}
         return JsonResponse(body, status_code=201, headers=NO_STORE)
+
+    async def captcha_audio(self, request: Request) -> Response:
+        """The answer of a captcha spoken, for voters who cannot read the image."""
+        if not self.audio_limit.allow(self.client_ip(request), time.monotonic()):
+            raise TooManyRequests("too many audio captchas from this address; retry in a minute")
+        if self._speaking >= SPEAKING_AT_ONCE:
+            raise ServiceUnavailable(
+                "too many audio captchas are being made; retry in a few seconds",
+                code="captcha_audio_busy",
+            )
+        self._speaking += 1
+        try:
+            verdict, wav = await self.speak_captcha(request.path_params["captcha_id"])
+        finally:
+            self._speaking -= 1
+        if verdict is CaptchaVerdict.EXPIRED:
+            raise Gone("this captcha has expired; ask for a new one", code="captcha_expired")
+        if verdict is not CaptchaVerdict.OK:
+            raise NotFound("no captcha has this id", code="unknown_captcha")
+        CAPTCHAS_SPOKEN.inc()
+        return Response(wav, media_type="audio/wav", headers=NO_STORE)
 
     async def list_polls(self, request: Request) -> Response:
         now = self.clock()
@@ -179,6 +214,7 @@ class Edge:
             Route("/openapi.json", self.openapi, methods=["GET"]),
             Route("/api/v1/session", self.create_session, methods=["POST"]),
             Route("/api/v1/captcha", self.create_captcha, methods=["POST"]),
+            Route("/api/v1/captcha/{captcha_id}/audio", self.captcha_audio, methods=["GET"]),
             Route("/api/v1/polls", self.list_polls, methods=["GET"]),
             Route("/api/v1/polls/{poll}", self.get_poll, methods=["GET"]),
         ]

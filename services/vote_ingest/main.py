@@ -84,6 +84,7 @@ def create_app(settings: IngestSettings) -> Starlette:
         publish,
         captchas.take,
         now,
+        speak_captcha=captchas.speak,
         publish_timeout=settings.publish_timeout_seconds,
     )
 

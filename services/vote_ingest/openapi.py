@@ -165,6 +165,31 @@ def _paths() -> dict[str, Any]:
                 },
             }
         },
+        "/api/v1/captcha/{captcha_id}/audio": {
+            "get": {
+                "summary": "A captcha's answer spoken, for voters who cannot read the image",
+                "parameters": [
+                    {
+                        "name": "captcha_id",
+                        "in": "path",
+                        "required": True,
+                        "schema": {"type": "string"},
+                    }
+                ],
+                "responses": {
+                    "200": {
+                        "description": "the answer, spoken letter by letter (WAV)",
+                        "content": {
+                            "audio/wav": {"schema": {"type": "string", "format": "binary"}}
+                        },
+                    },
+                    "404": _problem("unknown_captcha: not an id this site issued"),
+                    "410": _problem("captcha_expired: ask for a new captcha"),
+                    "429": _problem("slow down"),
+                    "503": _problem("captcha_audio_busy: retry in a few seconds"),
+                },
+            }
+        },
         "/api/v1/polls": {
             "get": {
                 "summary": "The catalog",

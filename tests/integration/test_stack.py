@@ -70,6 +70,7 @@ ROUTES = [
     ("/", "vote_ingest"),
     ("/api/v1/polls", "vote_ingest"),
     ("/api/v1/polls/demo-reform", "vote_ingest"),
+    ("/api/v1/captcha/no-such-captcha/audio", "vote_ingest"),
     (f"/api/v1/votes/{random_vote_id()}", "antifraud"),
     ("/api/v1/polls/demo-reform/results", "tally"),
     ("/api/v1/polls/no-such-poll/results/stream", "tally"),

@@ -80,6 +80,7 @@ ROUTES: dict[str, tuple[str, str]] = {
     "/openapi.json": ("votes-public", "vote-ingest"),
     "/api/v1/session": ("votes-public", "vote-ingest"),
     "/api/v1/captcha": ("votes-public", "vote-ingest"),
+    "/api/v1/captcha/AQGiHe0eHQEsqIIV-viThMxaB13STl5y1Fn9/audio": ("votes-public", "vote-ingest"),
     "/api/v1/polls": ("votes-public", "vote-ingest"),
     "/api/v1/polls/futian-culture-2021": ("votes-public", "vote-ingest"),
     "/api/v1/polls/futian-culture-2021/votes": ("votes-public", "vote-ingest"),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import uuid
 from collections.abc import AsyncIterator
@@ -12,9 +13,9 @@ import jwt
 import pytest
 from starlette.applications import Starlette
 
-from services.vote_ingest.http import Edge
+from services.vote_ingest.http import SPEAKING_AT_ONCE, Edge, SpeakCaptcha
 from shared.auth import AUDIENCE, ISSUER, VoterTokens
-from shared.captcha import expected_answer, issue
+from shared.captcha import CaptchaPool, CaptchaVerdict, expected_answer, issue
 from shared.catalog import Catalog, parse_catalog
 from shared.events import VoteSubmitted
 from shared.http import Health, build_app
@@ -70,7 +71,10 @@ async def take_captcha() -> tuple[str, str, datetime]:
 
 
 def make_app(
-    recorder: Recorder, catalog: Catalog = CATALOG, trusted: str = "10.0.0.1/32"
+    recorder: Recorder,
+    catalog: Catalog = CATALOG,
+    trusted: str = "10.0.0.1/32",
+    speak_captcha: SpeakCaptcha | None = None,
 ) -> Starlette:
     edge = Edge(
         catalog,
@@ -79,6 +83,7 @@ def make_app(
         recorder,
         take_captcha,
         lambda: NOW,
+        speak_captcha=speak_captcha or CaptchaPool(CAPTCHA_SECRET, clock=lambda: NOW).speak,
     )
 
     @contextlib.asynccontextmanager
@@ -335,3 +340,61 @@ async def test_captcha_is_never_cached(recorder: Recorder) -> None:
     assert response.status_code == 201
     assert response.headers["cache-control"] == "no-store"
     assert set(response.json()) == {"captcha_id", "image", "expires_at"}
+
+
+async def test_a_captcha_s_answer_is_spoken_as_wav_and_never_cached(recorder: Recorder) -> None:
+    captcha_id = issue(CAPTCHA_SECRET, NOW - timedelta(minutes=1))
+    async with client(make_app(recorder)) as c:
+        response = await c.get(f"/api/v1/captcha/{captcha_id}/audio")
+    assert response.status_code == 200
+    assert response.headers["content-type"] == "audio/wav"
+    assert response.headers["cache-control"] == "no-store"
+    assert response.content[:4] == b"RIFF" and response.content[8:12] == b"WAVE"
+
+
+@pytest.mark.parametrize(
+    ("captcha_id", "status", "code"),
+    [
+        (issue("x" * 40, NOW), 404, "unknown_captcha"),  # signed with another secret
+        ("not-a-captcha-id", 404, "unknown_captcha"),
+        (issue(CAPTCHA_SECRET, NOW - timedelta(minutes=5)), 410, "captcha_expired"),
+    ],
+)
+async def test_only_a_genuine_unexpired_captcha_is_spoken(
+    recorder: Recorder, captcha_id: str, status: int, code: str
+) -> None:
+    async with client(make_app(recorder)) as c:
+        response = await c.get(f"/api/v1/captcha/{captcha_id}/audio")
+    assert response.status_code == status
+    assert response.headers["content-type"] == "application/problem+json"
+    assert response.json()["code"] == code
+
+
+async def test_spoken_captchas_are_rate_limited_per_address(recorder: Recorder) -> None:
+    app = make_app(recorder)
+    async with client(app) as c:
+        statuses = [(await c.get("/api/v1/captcha/x/audio")).status_code for _ in range(32)]
+    assert statuses[:30] == [404] * 30
+    assert statuses[-1] == 429
+    async with client(app, peer="198.51.100.9") as other:
+        assert (await other.get("/api/v1/captcha/x/audio")).status_code == 404
+
+
+async def test_only_a_few_answers_are_spoken_at_once(recorder: Recorder) -> None:
+    release = asyncio.Event()
+
+    async def slow_speaker(captcha_id: str) -> tuple[CaptchaVerdict, bytes]:
+        await release.wait()
+        return CaptchaVerdict.OK, b"RIFF"
+
+    app = make_app(recorder, speak_captcha=slow_speaker)
+    async with client(app) as c:
+        url = f"/api/v1/captcha/{issue(CAPTCHA_SECRET, NOW)}/audio"
+        waiting = [asyncio.create_task(c.get(url)) for _ in range(SPEAKING_AT_ONCE)]
+        await asyncio.sleep(0.1)
+        shed = await c.get(url)
+        release.set()
+        answered = await asyncio.gather(*waiting)
+    assert shed.status_code == 503
+    assert shed.json()["code"] == "captcha_audio_busy"
+    assert [r.status_code for r in answered] == [200] * SPEAKING_AT_ONCE
