@@ -40,9 +40,13 @@ STRINGS: Final[dict[Lang, dict[str, str]]] = {
         "daily_rule_one": "每人每天可投 1 票。",
         "daily_rule": "每人每天可投 {limit} 票。",
         "captcha_label": "验证码",
-        "captcha_hint": "请输入图片中的字符，不区分大小写",
+        "captcha_hint": (
+            "请输入图片中的字符，不区分大小写。看不清可点“听语音”（用英语读出字母和数字）"
+        ),
         "captcha_alt": "验证码图片",
         "captcha_refresh": "换一张",
+        "captcha_listen": "听语音",
+        "captcha_listen_failed": "语音没有播放出来，请再点一次“听语音”，或点“换一张”。",
         "captcha_loading": "正在加载验证码…",
         "captcha_failed": "验证码加载失败，请点“换一张”重试。",
         "captcha_renewed": "验证码已过期，已为您换了一张新的，请重新输入。",
@@ -167,9 +171,14 @@ STRINGS: Final[dict[Lang, dict[str, str]]] = {
         "daily_rule_one": "Each person may vote once a day.",
         "daily_rule": "Each person may vote {limit} times a day.",
         "captcha_label": "Verification code",
-        "captcha_hint": "Type the characters in the picture; upper or lower case both work",
+        "captcha_hint": (
+            "Type the characters in the picture; upper or lower case both work."
+            " “Listen” reads them out (letters and digits, in English)"
+        ),
         "captcha_alt": "Verification code picture",
         "captcha_refresh": "New code",
+        "captcha_listen": "Listen",
+        "captcha_listen_failed": "The code did not play. Tap “Listen” again, or “New code”.",
         "captcha_loading": "Loading the verification code…",
         "captcha_failed": "The verification code did not load. Tap “New code” to try again.",
         "captcha_renewed": "The verification code expired. Here is a new one: please type it.",
@@ -307,6 +316,7 @@ JS_KEYS: Final[tuple[str, ...]] = (
     "captcha_loading",
     "captcha_failed",
     "captcha_renewed",
+    "captcha_listen_failed",
     "submit",
     "submitting",
     "countdown_days",

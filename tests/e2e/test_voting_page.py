@@ -168,6 +168,31 @@ async def test_the_english_page_offers_the_vote(phone: BrowserContext, gateway_u
     await screenshot(page, "3-english")
 
 
+async def test_a_voter_who_cannot_read_the_picture_hears_the_code_and_votes(
+    phone: BrowserContext, gateway_url: str, captcha_secret: str
+) -> None:
+    page = await phone.new_page()
+    await page.goto(f"{gateway_url}/polls/{DEMO_POLL}")
+    handle = await page.wait_for_function(NEW_CAPTCHA_ID, arg="")
+    captcha_id = await handle.json_value()
+    listen = page.get_by_role("button", name="听语音")
+    async with page.expect_response(re.compile(r"/api/v1/captcha/[^/]+/audio$")) as spoken:
+        await listen.click()
+    response = await spoken.value
+    assert response.status == 200
+    assert response.headers["content-type"] == "audio/wav"
+    assert captcha_id in response.url, "the sound is of the code on screen"
+    await page.wait_for_timeout(500)
+    await expect(page.locator("#captcha-error")).to_be_hidden()  # it played
+    await expect(page.locator("#captcha-hint")).to_contain_text("听语音")
+
+    # What was heard is what is judged: the same id, answered, votes.
+    await page.get_by_role("group", name="请选择一项评价").get_by_role("radio", name="良").check()
+    await page.get_by_label("验证码", exact=True).fill(expected_answer(captcha_secret, captcha_id))
+    await page.get_by_role("button", name="提交投票").click()
+    await expect(page.locator("#outcome")).to_contain_text("投票成功", timeout=DECISION_TIMEOUT_MS)
+
+
 SAVE_SESSION = """async () => {
   const response = await fetch("/api/v1/session", { method: "POST" });
   const session = await response.json();

@@ -293,6 +293,23 @@
     }
   }
 
+  // The same code spoken, for a voter who cannot read the picture. A stale code is
+  // renewed first, so what is heard is what will be judged.
+  let captchaAudio = null;
+  async function listenCaptcha() {
+    if (!captchaImage.dataset.captchaId || !captchaFresh()) await loadCaptcha();
+    const id = captchaImage.dataset.captchaId;
+    if (!id) return;
+    if (captchaAudio) captchaAudio.pause();
+    captchaAudio = new Audio(API + "/captcha/" + encodeURIComponent(id) + "/audio");
+    setFieldError(captchaError, null, "");
+    try {
+      await captchaAudio.play();
+    } catch {
+      setFieldError(captchaError, null, S.captcha_listen_failed);
+    }
+  }
+
   function setBusy(value) {
     busy = value;
     submitButton.disabled = value;
@@ -571,6 +588,7 @@
       loadCaptcha();
       captchaAnswer.focus();
     });
+    $("captcha-listen").addEventListener("click", listenCaptcha);
     form.addEventListener("change", (event) => {
       if (event.target.name === "choice") setFieldError(choiceError, null, "");
     });
