@@ -165,9 +165,13 @@ def _rows() -> tuple[Row, ...]:
                     stack=True,
                 ),
                 Panel(
-                    "Captchas issued /s",
-                    "Captchas handed out; compare with votes submitted.",
-                    (Query(f"sum({_rate(m.CAPTCHAS_ISSUED_TOTAL)})", "captchas"),),
+                    "Captchas /s",
+                    "Captchas handed out (images) and answers spoken (for voters who cannot"
+                    " read them); compare with votes submitted.",
+                    (
+                        Query(f"sum({_rate(m.CAPTCHAS_ISSUED_TOTAL)})", "issued"),
+                        Query(f"sum({_rate(m.CAPTCHAS_SPOKEN_TOTAL)})", "spoken"),
+                    ),
                     unit="reqps",
                     width=12,
                     height=6,
