@@ -71,12 +71,12 @@ import struct
 import threading
 from collections import deque
 from collections.abc import Callable
-from concurrent.futures import Executor, ProcessPoolExecutor
+from concurrent.futures import BrokenExecutor, Executor, ProcessPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from functools import lru_cache
-from typing import Final
+from typing import Final, TypeVar
 
 from captcha.audio import AudioCaptcha
 from captcha.image import ImageCaptcha
@@ -127,6 +127,7 @@ _FONT_SIZES: Final = (31, 36, 41)
 _PNG_COMPRESS_LEVEL: Final = 1
 _RETRY_SECONDS: Final = 1.0
 _CHUNK: Final = 8
+_T = TypeVar("_T")
 
 _log = logging.getLogger(__name__)
 
@@ -418,8 +419,7 @@ class CaptchaPool:
             return CaptchaVerdict.MALFORMED, b""
         if now >= token.expires_at:
             return CaptchaVerdict.EXPIRED, b""
-        loop = asyncio.get_running_loop()
-        wav = await loop.run_in_executor(self._executor, speak_captcha, self._secret, captcha_id)
+        wav = await self._in_worker(speak_captcha, self._secret, captcha_id)
         return CaptchaVerdict.OK, wav
 
     def _fresh(self, item: RenderedCaptcha, now: datetime) -> bool:
@@ -437,10 +437,25 @@ class CaptchaPool:
             self._stock.popleft()
 
     async def _render(self, issued_at: datetime, count: int = 1) -> list[RenderedCaptcha]:
+        return await self._in_worker(render_captchas, self._secret, issued_at, self._ttl, count)
+
+    async def _in_worker(self, fn: Callable[..., _T], *args: object) -> _T:
+        """``fn(*args)`` in a worker. A worker process that died (killed for memory, a
+        crash in the imaging library) breaks its whole process pool for good: the pool
+        replaces it with a fresh one and retries once, or no captcha could be issued
+        again until the service restarted."""
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(
-            self._executor, render_captchas, self._secret, issued_at, self._ttl, count
-        )
+        executor = self._executor
+        try:
+            return await loop.run_in_executor(executor, fn, *args)
+        except BrokenExecutor:
+            if not self._owns_executor or executor is None:
+                raise
+            if self._executor is executor:
+                _log.warning("a captcha worker process died; starting new worker processes")
+                self._executor = _default_executor(self._workers)
+                executor.shutdown(wait=False, cancel_futures=True)
+            return await loop.run_in_executor(self._executor, fn, *args)
 
     async def _refill_forever(self) -> None:
         # Re-check at least a few times per freshness period so aged stock is replaced.

@@ -3,10 +3,12 @@ from __future__ import annotations
 import asyncio
 import base64
 import io
+import os
 import re
+import signal
 import wave
 from collections.abc import AsyncIterator
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -320,3 +322,26 @@ async def test_pool_speaks_in_a_worker_process_once_started() -> None:
         await pool.stop()
     assert verdict is CaptchaVerdict.OK
     assert wav[:4] == b"RIFF" and wav[8:12] == b"WAVE"
+
+
+async def test_a_worker_process_that_dies_is_replaced_and_issuance_goes_on() -> None:
+    pool = CaptchaPool(SECRET, capacity=4)
+    await pool.start()
+    try:
+        async with asyncio.timeout(30):
+            await pool.wait_stocked()
+            executor = pool._executor
+            assert isinstance(executor, ProcessPoolExecutor)
+            pids = [process.pid for process in executor._processes.values()]
+            assert pids, "the stock was rendered by worker processes"
+            for pid in pids:
+                assert pid is not None
+                os.kill(pid, signal.SIGKILL)
+            # Past the stock, every captcha is rendered by a worker.
+            taken = [await pool.take() for _ in range(12)]
+            verdict, wav = await pool.speak(captcha.issue(SECRET, datetime.now(UTC)))
+            await pool.wait_stocked()
+    finally:
+        await pool.stop()
+    assert len({captcha_id for captcha_id, _, _ in taken}) == 12
+    assert verdict is CaptchaVerdict.OK and wav[:4] == b"RIFF"
