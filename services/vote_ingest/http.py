@@ -88,8 +88,8 @@ class Edge:
         # phones behind one carrier NAT address start in a minute, but not a script.
         self.session_limit = TokenBuckets(rate_per_second=5.0, burst=300)
         self.captcha_limit = TokenBuckets(rate_per_second=20.0, burst=600)
-        # A voter may play an answer a few times; a carrier NAT address shares this.
         self.speak_captcha = speak_captcha
+        # A voter may play an answer a few times; a carrier NAT address shares this.
         self.audio_limit = TokenBuckets(rate_per_second=1.0, burst=30)
         self._speaking = 0
         self._submitted: dict[str, Counter] = {}
