@@ -226,13 +226,22 @@ def _absurd(token: _Token, received_at: datetime) -> bool:
     )
 
 
+def _id_verdict(secret: str, captcha_id: str, at: datetime) -> CaptchaVerdict:
+    """MALFORMED unless the id is genuine and sane, EXPIRED if it was no longer valid
+    ``at``, OK otherwise: what an id alone says, before any answer."""
+    token = _decode(secret, captcha_id)
+    if token is None or _absurd(token, at):
+        return CaptchaVerdict.MALFORMED
+    if at >= token.expires_at:
+        return CaptchaVerdict.EXPIRED
+    return CaptchaVerdict.OK
+
+
 def judge(secret: str, captcha_id: str, answer: str, received_at: datetime) -> CaptchaVerdict:
     """Judge an answer as of ``received_at``; reuse is checked by the caller's store."""
-    token = _decode(secret, captcha_id)
-    if token is None or _absurd(token, received_at):
-        return CaptchaVerdict.MALFORMED
-    if received_at >= token.expires_at:
-        return CaptchaVerdict.EXPIRED
+    verdict = _id_verdict(secret, captcha_id, received_at)
+    if verdict is not CaptchaVerdict.OK:
+        return verdict
     given = _normalise(answer).encode()
     if not hmac.compare_digest(given, expected_answer(secret, captcha_id).encode()):
         return CaptchaVerdict.WRONG
@@ -413,12 +422,9 @@ class CaptchaPool:
     async def speak(self, captcha_id: str) -> tuple[CaptchaVerdict, bytes]:
         """``(OK, WAV)`` of a genuine, unexpired id's answer, spoken in a worker process;
         ``(MALFORMED, b"")`` or ``(EXPIRED, b"")`` otherwise, at no rendering cost."""
-        now = self._clock()
-        token = _decode(self._secret, captcha_id)
-        if token is None or _absurd(token, now):
-            return CaptchaVerdict.MALFORMED, b""
-        if now >= token.expires_at:
-            return CaptchaVerdict.EXPIRED, b""
+        verdict = _id_verdict(self._secret, captcha_id, self._clock())
+        if verdict is not CaptchaVerdict.OK:
+            return verdict, b""
         wav = await self._in_worker(speak_captcha, self._secret, captcha_id)
         return CaptchaVerdict.OK, wav
 
