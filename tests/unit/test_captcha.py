@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import io
 import os
 import re
@@ -252,15 +253,22 @@ async def test_pool_renders_on_demand_when_empty(threads: ThreadPoolExecutor) ->
     assert expires > datetime.now(UTC) + TTL * 0.9
 
 
-async def test_pool_renders_in_a_worker_process_by_default() -> None:
-    pool = CaptchaPool(SECRET, capacity=4)
+@contextlib.asynccontextmanager
+async def running(pool: CaptchaPool, within: float = 30) -> AsyncIterator[CaptchaPool]:
+    """A started pool with its own worker processes, stopped after the block, which must
+    finish ``within`` seconds."""
     await pool.start()
     try:
-        async with asyncio.timeout(30):
-            await pool.wait_stocked()
-        captcha_id, _, _ = await pool.take()
+        async with asyncio.timeout(within):
+            yield pool
     finally:
         await pool.stop()
+
+
+async def test_pool_renders_in_a_worker_process_by_default() -> None:
+    async with running(CaptchaPool(SECRET, capacity=4)) as pool:
+        await pool.wait_stocked()
+        captcha_id, _, _ = await pool.take()
     assert pool.rendered_on_demand == 0
     assert captcha.expires_at(SECRET, captcha_id) is not None
 
@@ -313,35 +321,25 @@ async def test_pool_speaks_only_a_genuine_unexpired_id(
 
 
 async def test_pool_speaks_in_a_worker_process_once_started() -> None:
-    pool = CaptchaPool(SECRET, capacity=1)
-    await pool.start()
-    try:
-        async with asyncio.timeout(30):
-            verdict, wav = await pool.speak(captcha.issue(SECRET, datetime.now(UTC)))
-    finally:
-        await pool.stop()
+    async with running(CaptchaPool(SECRET, capacity=1)) as pool:
+        verdict, wav = await pool.speak(captcha.issue(SECRET, datetime.now(UTC)))
     assert verdict is CaptchaVerdict.OK
     assert wav[:4] == b"RIFF" and wav[8:12] == b"WAVE"
 
 
 async def test_a_worker_process_that_dies_is_replaced_and_issuance_goes_on() -> None:
-    pool = CaptchaPool(SECRET, capacity=4)
-    await pool.start()
-    try:
-        async with asyncio.timeout(30):
-            await pool.wait_stocked()
-            executor = pool._executor
-            assert isinstance(executor, ProcessPoolExecutor)
-            pids = [process.pid for process in executor._processes.values()]
-            assert pids, "the stock was rendered by worker processes"
-            for pid in pids:
-                assert pid is not None
-                os.kill(pid, signal.SIGKILL)
-            # Past the stock, every captcha is rendered by a worker.
-            taken = [await pool.take() for _ in range(12)]
-            verdict, wav = await pool.speak(captcha.issue(SECRET, datetime.now(UTC)))
-            await pool.wait_stocked()
-    finally:
-        await pool.stop()
+    async with running(CaptchaPool(SECRET, capacity=4)) as pool:
+        await pool.wait_stocked()
+        executor = pool._executor
+        assert isinstance(executor, ProcessPoolExecutor)
+        pids = [process.pid for process in executor._processes.values()]
+        assert pids, "the stock was rendered by worker processes"
+        for pid in pids:
+            assert pid is not None
+            os.kill(pid, signal.SIGKILL)
+        # Past the stock, every captcha is rendered by a worker.
+        taken = [await pool.take() for _ in range(12)]
+        verdict, wav = await pool.speak(captcha.issue(SECRET, datetime.now(UTC)))
+        await pool.wait_stocked()
     assert len({captcha_id for captcha_id, _, _ in taken}) == 12
     assert verdict is CaptchaVerdict.OK and wav[:4] == b"RIFF"
