@@ -128,6 +128,7 @@ def _ingest(part: Results) -> list[str]:
         )
     if ratio is not None and ratio < TARGETS["ingest"]:
         lines.append(f"The target of {TARGETS['ingest']}x is **missed**.")
+    lines += _floor(part)
     rule = part["rule"]
     lines += [
         "",
@@ -143,6 +144,61 @@ def _ingest(part: Results) -> list[str]:
         lines += [f"Steps, {name}:", ""]
         lines += table(_STEP_HEADER, _search_rows(search))
         lines.append("")
+    return lines
+
+
+def _cpu_us(search: Results) -> float | None:
+    cpu = (search.get("at_70") or {}).get("server_cpu_ms_per_request")
+    return None if cpu is None else cpu * 1000
+
+
+def _floor(part: Results) -> list[str]:
+    """The pieces every vote needs, against the CPU per vote the target leaves."""
+    found = part.get("floor")
+    http = _cpu_us(part["bare"])
+    if not found or http is None:
+        return []
+    target = TARGETS["ingest"]
+    budget = 1e6 / found["rate"]
+    pieces = [
+        ("the HTTP stack (the bare endpoint's CPU per request at 70%)", http),
+        ("verifying a voter token not seen before (PyJWT, HS256)", found["token_check_us"]),
+        (
+            f"one send to Kafka as the edge makes it, {found['rate']:,.0f} a second "
+            "(acks=all, less its task's scheduling)",
+            found["send_us"],
+        ),
+    ]
+    together = sum(us for _, us in pieces)
+    rows: list[list[Any]] = [[what, us] for what, us in pieces]
+    rows += [["together", together], [f"budget per vote at {target}x", budget]]
+    lines = [
+        "",
+        f"### What {target}x asks of the edge",
+        "",
+        f"{target}x of the bare endpoint's maximum is {found['rate']:,.0f} votes/s: "
+        f"{budget:.0f} µs of CPU per vote for the edge's one process. What every vote "
+        "costs at the least, measured in this run (`bench/floor.py`):",
+        "",
+        *table(("piece every vote needs", "CPU µs per vote"), rows),
+        "",
+    ]
+    own = _cpu_us(part["ingest"])
+    own_text = "" if own is None else f" (vote_ingest's CPU per vote at 70%: {own:.0f} µs)"
+    if together > budget:
+        lines.append(
+            "These alone take more than the budget, before the edge parses and validates "
+            "the body, builds and serialises the event, answers and writes its metrics and "
+            f"log{own_text}: on this HTTP stack, JWT library and Kafka client the target "
+            "is out of reach on this machine."
+        )
+    else:
+        lines.append(
+            f"They leave {budget - together:.0f} µs per vote for everything else the edge "
+            f"does{own_text}."
+        )
+    if found["send_failures"]:
+        lines.append(f"{found['send_failures']} of the {found['sends']:,} sends failed.")
     return lines
 
 

@@ -24,7 +24,7 @@ from typing import Any
 
 import uvloop
 
-from bench import catchup, machine, plot, report
+from bench import catchup, floor, machine, plot, report
 from bench.captcha import run_captcha
 from bench.env import (
     REPO,
@@ -38,6 +38,7 @@ from bench.env import (
 from bench.ingest import SearchPlan, StepRule, run_ingest
 from bench.loadgen import Mix
 from bench.pipeline import QUICK_PLAN, PipelinePlan, run_pipeline
+from bench.report import TARGETS
 
 PARTS = ("ingest", "captcha", "antifraud", "tally", "pipeline")
 DEFAULT_PARTS = PARTS
@@ -53,6 +54,8 @@ class Sizes:
     statement_rates: tuple[float, ...]
     statement_seconds: float
     pipeline: PipelinePlan
+    floor_seconds: float
+    floor_tokens: int
 
 
 FULL = Sizes(
@@ -62,6 +65,8 @@ FULL = Sizes(
     statement_rates=(100, 1_000, 5_000),
     statement_seconds=15,
     pipeline=PipelinePlan(),
+    floor_seconds=6.0,
+    floor_tokens=20_000,
 )
 QUICK = Sizes(
     SearchPlan(step_seconds=4, measure_seconds=8, refine_steps=1, warmup_seconds=2),
@@ -70,6 +75,8 @@ QUICK = Sizes(
     statement_rates=(100, 1_000, 3_000),
     statement_seconds=4,
     pipeline=QUICK_PLAN,
+    floor_seconds=2.0,
+    floor_tokens=5_000,
 )
 
 
@@ -82,7 +89,13 @@ async def _run_parts(env: BenchEnv, parts: Sequence[str], sizes: Sizes) -> dict[
     }
     if "ingest" in parts:
         log.info("ingest: searching the maximum rate of vote_ingest, then the bare endpoint")
-        results["ingest"] = (await run_ingest(env, StepRule(), sizes.search, mix)).to_dict()
+        ingest = await run_ingest(env, StepRule(), sizes.search, mix)
+        results["ingest"] = ingest.to_dict()
+        if ingest.bare.max_rate:
+            rate = TARGETS["ingest"] * ingest.bare.max_rate
+            log.info("ingest: what every vote costs at the least, at %.0f votes/s", rate)
+            found = await floor.measure(env, rate, sizes.floor_seconds, sizes.floor_tokens)
+            results["ingest"]["floor"] = found.to_dict()
     if "captcha" in parts:
         log.info("captcha: issuance through the API")
         results["captcha"] = (await run_captcha(env, sizes.captcha_seconds)).to_dict()
