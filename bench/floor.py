@@ -37,14 +37,18 @@ WAIT_SECONDS = 0.005
 class Floor:
     rate: float
     token_check_us: float
-    send_us: float
     send_cpu_us: float
     schedule_cpu_us: float
     sends: int
     send_failures: int
 
+    @property
+    def send_us(self) -> float:
+        """CPU of a send itself: the paced sends' less the same tasks only waiting."""
+        return max(0.0, self.send_cpu_us - self.schedule_cpu_us)
+
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        return {**asdict(self), "send_us": self.send_us}
 
 
 def token_check_us(secret: str, n: int) -> float:
@@ -116,7 +120,6 @@ async def measure(env: BenchEnv, rate: float, seconds: float, tokens: int) -> Fl
     return Floor(
         rate=rate,
         token_check_us=token_us,
-        send_us=max(0.0, send_cpu - idle_cpu),
         send_cpu_us=send_cpu,
         schedule_cpu_us=idle_cpu,
         sends=len(records),

@@ -40,7 +40,6 @@ def _floor(token_us: float, send_us: float, failures: int = 0) -> dict[str, Any]
     found = floor.Floor(
         rate=8_000.0,
         token_check_us=token_us,
-        send_us=send_us,
         send_cpu_us=send_us + 20,
         schedule_cpu_us=20.0,
         sends=48_000,
