@@ -19,12 +19,42 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import jwt
+from cryptography.hazmat.primitives.asymmetric.rsa import RSAPublicKey
+from jwt.algorithms import HMACAlgorithm, RSAAlgorithm
 
 from shared.errors import Forbidden, Unauthorized
 
 ISSUER = "votes"
 AUDIENCE = "votes-voter"
 _LEEWAY = timedelta(seconds=30)
+
+
+class _HS256CheckedOnce(HMACAlgorithm):
+    """HS256 that checks each key once rather than on every token.
+
+    PyJWT makes sure an HMAC key is no PEM, SSH or DER key nor a JSON web key each time
+    it is used: a quarter of verifying a token, paid by every vote. The checks depend on
+    the key alone, so a key that passed them once is kept (the few configured secrets;
+    past that, keys are checked every time as before).
+    """
+
+    KEPT = 16
+
+    def __init__(self) -> None:
+        super().__init__(HMACAlgorithm.SHA256)
+        self._checked: dict[str | bytes, bytes] = {}
+
+    def prepare_key(self, key: str | bytes) -> bytes:
+        prepared = self._checked.get(key)
+        if prepared is None:
+            prepared = super().prepare_key(key)
+            if len(self._checked) < self.KEPT:
+                self._checked[key] = prepared
+        return prepared
+
+
+jwt.unregister_algorithm("HS256")
+jwt.register_algorithm("HS256", _HS256CheckedOnce())
 
 
 @dataclass(frozen=True)
@@ -41,7 +71,8 @@ class VoterTokens:
         if len(secret) < 32:
             raise ValueError("VOTER_TOKEN_SECRET must be at least 32 characters")
         self._secret = secret
-        self._public_key = public_key or None
+        # Parsed once: PyJWT would otherwise load the PEM again for every RS256 token.
+        self._public_key = _rsa_public_key(public_key) if public_key else None
         self._cache_size = cache_size
         self._verified: OrderedDict[str, tuple[str, float]] = OrderedDict()
 
@@ -99,7 +130,7 @@ class VoterTokens:
             raise Unauthorized("the voter token is not valid", code="invalid_token") from exc
 
     @staticmethod
-    def _decode_with(token: str, key: str, algorithm: str) -> dict[str, Any]:
+    def _decode_with(token: str, key: str | RSAPublicKey, algorithm: str) -> dict[str, Any]:
         claims: dict[str, Any] = jwt.decode(
             token,
             key,
@@ -119,6 +150,16 @@ class VoterTokens:
         self._verified[token] = (subject, float(exp))
         while len(self._verified) > self._cache_size:
             self._verified.popitem(last=False)
+
+
+def _rsa_public_key(pem: str) -> RSAPublicKey:
+    try:
+        key = RSAAlgorithm(RSAAlgorithm.SHA256).prepare_key(pem)
+    except (jwt.InvalidKeyError, ValueError) as exc:
+        raise ValueError("VOTER_TOKEN_PUBLIC_KEY must be an RSA public key in PEM") from exc
+    if not isinstance(key, RSAPublicKey):
+        raise ValueError("VOTER_TOKEN_PUBLIC_KEY must be an RSA public key in PEM")
+    return key
 
 
 def bearer(authorization: str | None) -> str | None:

@@ -3,14 +3,19 @@
 from __future__ import annotations
 
 import hashlib
+import hmac
+import json
+import time
 from datetime import UTC, datetime, timedelta
 
 import jwt
 import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
+from jwt.algorithms import HMACAlgorithm
+from jwt.utils import base64url_encode
 
-from shared.auth import AUDIENCE, ISSUER, StaffTokens, VoterTokens
+from shared.auth import AUDIENCE, ISSUER, StaffTokens, VoterTokens, _HS256CheckedOnce
 from shared.errors import Forbidden, Unauthorized
 
 SECRET = "h" * 40
@@ -93,6 +98,66 @@ def test_a_tampered_copy_of_a_verified_token_is_refused() -> None:
     flipped = signature[:-2] + ("A" if signature[-2] != "A" else "B") + signature[-1]
     with pytest.raises(Unauthorized):
         tokens.verify(f"{head}.{payload}.{flipped}")
+
+
+def test_an_hs256_key_is_checked_once_and_a_refused_one_every_time(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    checked: list[str | bytes] = []
+    library_check = HMACAlgorithm.prepare_key
+
+    def counting(self: HMACAlgorithm, key: str | bytes) -> bytes:
+        checked.append(key)
+        return library_check(self, key)
+
+    monkeypatch.setattr(HMACAlgorithm, "prepare_key", counting)
+    algorithm = _HS256CheckedOnce()
+    assert algorithm.prepare_key(SECRET) == algorithm.prepare_key(SECRET) == SECRET.encode()
+    assert checked == [SECRET]
+    _, public = rsa_pair()
+    for _ in range(2):
+        with pytest.raises(jwt.InvalidKeyError):
+            algorithm.prepare_key(public)
+    assert checked == [SECRET, public, public]
+
+
+def test_hs256_keys_past_the_kept_few_are_checked_every_time() -> None:
+    algorithm = _HS256CheckedOnce()
+    keys = [f"{n:02d}".ljust(40, "k") for n in range(algorithm.KEPT + 3)]
+    for key in keys:
+        assert algorithm.prepare_key(key) == key.encode()
+    assert len(algorithm._checked) == algorithm.KEPT
+    assert algorithm.prepare_key(keys[-1]) == keys[-1].encode()
+
+
+def test_the_voter_tokens_verify_with_the_key_checked_once() -> None:
+    assert isinstance(jwt.get_algorithm_by_name("HS256"), _HS256CheckedOnce)
+    tokens = VoterTokens(SECRET, cache_size=0)
+    issued = [tokens.issue(datetime.now(UTC)) for _ in range(3)]
+    assert [tokens.verify(i.token) for i in issued] == [i.voter_id for i in issued]
+    with pytest.raises(Unauthorized):
+        VoterTokens("o" * 40).verify(issued[0].token)
+
+
+def test_an_hs256_token_keyed_with_the_public_key_is_refused() -> None:
+    """The algorithm-confusion forgery: the public key, which anyone may have, used as
+    the HMAC secret of an HS256 token."""
+    _, public = rsa_pair()
+    claims = {"sub": "forged", "exp": int(time.time()) + 3600, "iss": ISSUER, "aud": AUDIENCE}
+    head = base64url_encode(json.dumps({"alg": "HS256", "typ": "JWT"}).encode())
+    body = base64url_encode(json.dumps(claims).encode())
+    signature = hmac.new(public.encode(), head + b"." + body, hashlib.sha256).digest()
+    forged = b".".join((head, body, base64url_encode(signature))).decode()
+    tokens = VoterTokens(SECRET, public)
+    with pytest.raises(Unauthorized):
+        tokens.verify(forged)
+
+
+def test_a_public_key_that_is_no_rsa_public_key_is_refused_at_start() -> None:
+    private, _ = rsa_pair()
+    for wrong in ("not a key", private.decode()):
+        with pytest.raises(ValueError, match="VOTER_TOKEN_PUBLIC_KEY"):
+            VoterTokens(SECRET, wrong)
 
 
 def test_staff_tokens_are_matched_by_their_hash() -> None:
