@@ -7,6 +7,7 @@ service directly cannot choose its address by sending the header.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import re
 from collections.abc import Sequence
@@ -31,17 +32,26 @@ def _in(address: str, networks: Sequence[Network]) -> bool:
     return any(ip in net for net in networks)
 
 
-def client_address(peer: str, forwarded_for: str | None, trusted: Sequence[Network]) -> str:
+@functools.lru_cache(maxsize=256)
+def _trusted_peer(peer: str, trusted: tuple[Network, ...]) -> bool:
+    # The peers of a replica are the gateway's few addresses: checked once each, not on
+    # every request.
+    return _in(peer, trusted)
+
+
+def client_address(peer: str, forwarded_for: str | None, trusted: tuple[Network, ...]) -> str:
     """The nearest untrusted hop: the peer itself unless the peer is a trusted proxy."""
-    if not forwarded_for or not _in(peer, trusted):
+    if not forwarded_for or not _trusted_peer(peer, trusted):
         return peer
-    hops = [hop.strip() for hop in forwarded_for.split(",") if hop.strip()]
-    for hop in reversed(hops):
+    for hop in reversed(forwarded_for.split(",")):
+        hop = hop.strip()
+        if not hop:
+            continue
         try:
-            ipaddress.ip_address(hop)
+            address = ipaddress.ip_address(hop)
         except ValueError:
             return peer  # a malformed chain proves nothing; fall back to the socket
-        if not _in(hop, trusted):
+        if not any(address in net for net in trusted):
             return hop
     return peer
 
@@ -56,7 +66,7 @@ def public_origin(
     host: str | None,
     forwarded_proto: str | None,
     scheme: str,
-    trusted: Sequence[Network],
+    trusted: tuple[Network, ...],
 ) -> str | None:
     """The origin the client used, e.g. https://vote.example.org; None for a malformed Host.
 
@@ -65,7 +75,7 @@ def public_origin(
     """
     if not host or not _HOST.fullmatch(host):
         return None
-    if forwarded_proto and _in(peer, trusted):
+    if forwarded_proto and _trusted_peer(peer, trusted):
         proto = forwarded_proto.split(",")[0].strip().lower()
         if proto in ("http", "https"):
             scheme = proto
