@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import base64
 import hashlib
 import hmac
 import json
-import os
 import time
 from datetime import UTC, datetime, timedelta
 
@@ -19,7 +17,7 @@ from jwt.utils import base64url_encode
 
 from shared.auth import AUDIENCE, ISSUER, StaffTokens, VoterTokens, _HS256CheckedOnce
 from shared.errors import Forbidden, Unauthorized
-from tests.support.commands import run_module
+from tests.support.commands import isolated_service_env, run_module
 
 SECRET = "h" * 40
 
@@ -165,17 +163,8 @@ def test_a_public_key_that_is_no_rsa_public_key_is_refused_at_start() -> None:
 
 @pytest.mark.parametrize("service", ["vote_ingest", "lottery"])
 def test_a_service_given_no_rsa_public_key_stops_at_start_and_says_why(service: str) -> None:
-    secret = base64.b64encode(os.urandom(32)).decode()
-    env = {
-        "PATH": os.environ.get("PATH", ""),
-        "CAPTCHA_SECRET": secret,
-        "VOTER_TOKEN_SECRET": secret,
-        "VOTER_TOKEN_PUBLIC_KEY": "-----BEGIN PUBLIC KEY-----\nnot a key\n-----END PUBLIC KEY-----",
-        "PII_KEY": secret,
-        # Nothing listens here: a service that got past its settings would fail elsewhere.
-        "KAFKA_BOOTSTRAP_SERVERS": "127.0.0.1:9",
-        "DATABASE_URL": "postgresql://127.0.0.1:9/none",
-    }
+    bad_key = "-----BEGIN PUBLIC KEY-----\nnot a key\n-----END PUBLIC KEY-----"
+    env = isolated_service_env(VOTER_TOKEN_PUBLIC_KEY=bad_key)
     run = run_module(f"services.{service}.main", env=env)
     assert run.returncode == 2, run.stderr
     assert "cannot start: VOTER_TOKEN_PUBLIC_KEY must be an RSA public key" in run.stderr

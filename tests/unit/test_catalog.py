@@ -3,15 +3,13 @@ naming the poll and the field (contract section 3), before it can reach a voter.
 
 from __future__ import annotations
 
-import base64
-import os
 from pathlib import Path
 
 import pytest
 
 from shared.catalog import parse_catalog
 from shared.errors import CatalogInvalid
-from tests.support.commands import run_module
+from tests.support.commands import isolated_service_env, run_module
 
 GOOD = """
   - id: good-poll
@@ -75,17 +73,7 @@ def test_a_service_given_a_broken_catalog_stops_at_start_and_says_why(
 ) -> None:
     catalog = tmp_path / "polls.yaml"
     catalog.write_text("polls:" + GOOD + BROKEN, encoding="utf-8")
-    secret = base64.b64encode(os.urandom(32)).decode()
-    env = {
-        "PATH": os.environ.get("PATH", ""),
-        "POLLS_FILE": str(catalog),
-        "CAPTCHA_SECRET": secret,
-        "VOTER_TOKEN_SECRET": secret,
-        "PII_KEY": secret,
-        # Nothing listens here: a service that got past its catalog would fail elsewhere.
-        "KAFKA_BOOTSTRAP_SERVERS": "127.0.0.1:9",
-        "DATABASE_URL": "postgresql://127.0.0.1:9/none",
-    }
+    env = isolated_service_env(POLLS_FILE=str(catalog))
     run = run_module(f"services.{service}.main", env=env)
 
     assert run.returncode == 2, run.stderr
