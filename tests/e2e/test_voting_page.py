@@ -16,7 +16,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 import pytest
-from playwright.async_api import Browser, BrowserContext, Page, Route, expect
+from playwright.async_api import Browser, BrowserContext, FloatRect, Page, Route, expect
 
 from scripts.stack.settings import DEMO_POLL
 from shared.captcha import expected_answer
@@ -166,6 +166,32 @@ async def test_the_english_page_offers_the_vote(phone: BrowserContext, gateway_u
     await expect(page.get_by_label("Verification code", exact=True)).to_be_visible()
     await expect(page.locator("#captcha-image")).to_have_attribute("src", re.compile("^data:"))
     await screenshot(page, "3-english")
+
+
+@pytest.mark.parametrize("width", [320, 360, 390, 414])
+@pytest.mark.parametrize("lang", ["zh", "en"])
+async def test_the_captcha_buttons_stay_side_by_side_on_narrow_phones(
+    phone: BrowserContext, gateway_url: str, width: int, lang: str
+) -> None:
+    # The picture and its two buttons do not fit one row on most phones: the buttons move
+    # below it together instead of one hanging on a line of its own.
+    page = await phone.new_page()
+    await page.set_viewport_size({"width": width, "height": 844})
+    await page.goto(f"{gateway_url}/polls/{DEMO_POLL}?lang={lang}")
+    await expect(page.locator("#captcha-image")).to_have_attribute("src", re.compile("^data:"))
+    boxes: dict[str, FloatRect] = {}
+    for name in ("captcha-image", "captcha-refresh", "captcha-listen", "captcha-answer"):
+        box = await page.locator(f"#{name}").bounding_box()
+        assert box is not None, name
+        boxes[name] = box
+    refresh, listen = boxes["captcha-refresh"], boxes["captcha-listen"]
+    assert refresh["y"] == listen["y"], (width, lang, refresh, listen)
+    assert refresh["x"] + refresh["width"] <= listen["x"]
+    assert listen["x"] + listen["width"] <= width
+    assert boxes["captcha-answer"]["y"] >= listen["y"] + listen["height"]
+    assert await page.evaluate("document.documentElement.scrollWidth") <= width
+    if width == 360:
+        await screenshot(page, f"captcha-360-{lang}")
 
 
 async def test_a_voter_who_cannot_read_the_picture_hears_the_code_and_votes(
