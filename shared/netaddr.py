@@ -13,6 +13,7 @@ import re
 from collections.abc import Sequence
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+Address = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 
 def parse_networks(spec: str) -> tuple[Network, ...]:
@@ -24,19 +25,19 @@ def parse_networks(spec: str) -> tuple[Network, ...]:
         raise ValueError(f"TRUSTED_PROXIES: {exc}") from exc
 
 
-def _in(address: str, networks: Sequence[Network]) -> bool:
-    try:
-        ip = ipaddress.ip_address(address)
-    except ValueError:
-        return False
-    return any(ip in net for net in networks)
+def _in(address: Address, networks: Sequence[Network]) -> bool:
+    return any(address in net for net in networks)
 
 
 @functools.lru_cache(maxsize=256)
 def _trusted_peer(peer: str, trusted: tuple[Network, ...]) -> bool:
     # The peers of a replica are the gateway's few addresses: checked once each, not on
     # every request.
-    return _in(peer, trusted)
+    try:
+        address = ipaddress.ip_address(peer)
+    except ValueError:
+        return False
+    return _in(address, trusted)
 
 
 def client_address(peer: str, forwarded_for: str | None, trusted: tuple[Network, ...]) -> str:
@@ -51,7 +52,7 @@ def client_address(peer: str, forwarded_for: str | None, trusted: tuple[Network,
             address = ipaddress.ip_address(hop)
         except ValueError:
             return peer  # a malformed chain proves nothing; fall back to the socket
-        if not any(address in net for net in trusted):
+        if not _in(address, trusted):
             return hop
     return peer
 
