@@ -10,7 +10,7 @@ import ipaddress
 from datetime import date, datetime, timedelta
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Literal, NamedTuple
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import yaml
@@ -26,6 +26,7 @@ from pydantic import (
 )
 
 from shared.errors import CatalogInvalid
+from shared.lang import DEFAULT_LANG, Lang
 
 OPTION_LABELS: dict[str, dict[str, str]] = {
     "excellent": {"zh": "优", "en": "Excellent"},
@@ -65,6 +66,35 @@ class LotteryRules(BaseModel):
     prizes: int = Field(ge=1, le=10_000)
     prize: str = Field(min_length=1, max_length=200)
     reserves: int = Field(default=0, ge=0, le=10_000)
+
+
+class PollTexts(BaseModel):
+    """A poll's texts in a language other than the catalog's own (Chinese). Each one is
+    optional: what is not given is shown in the catalog's language."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    title: str | None = Field(default=None, min_length=1, max_length=200)
+    summary: str | None = Field(default=None, max_length=20_000)
+    prize: str | None = Field(default=None, min_length=1, max_length=200)
+
+
+class Translations(BaseModel):
+    """Per page language; the catalog's own texts are Chinese, the default page's."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    en: PollTexts | None = None
+
+
+class Text(NamedTuple):
+    """A text to show and the language it is written in (which may not be the page's)."""
+
+    value: str
+    lang: Lang
+
+
+TextField = Literal["title", "summary", "prize"]
 
 
 class RateLimits(BaseModel):
@@ -108,6 +138,7 @@ class Poll(BaseModel):
     results: Literal["live", "after_close"] = "live"
     lottery: LotteryRules | None = None
     rate_limits: RateLimits = RateLimits()
+    translations: Translations = Translations()
 
     @field_validator("options")
     @classmethod
@@ -133,6 +164,24 @@ class Poll(BaseModel):
         if self.closes_at <= self.opens_at:
             raise ValueError("closes_at must be after opens_at")
         return self
+
+    @model_validator(mode="after")
+    def _prize_translated_only_with_a_lottery(self) -> Poll:
+        en = self.translations.en
+        if en is not None and en.prize is not None and self.lottery is None:
+            raise ValueError("translations.en.prize is given but the poll has no lottery")
+        return self
+
+    def text(self, field: TextField, lang: Lang) -> Text:
+        """A poll text for a page in `lang`: its translation when the catalog has one,
+        else the catalog's own text, with the language it is written in."""
+        translated = self.translations.en if lang == "en" else None
+        value = getattr(translated, field) if translated is not None else None
+        if value is not None:
+            return Text(value, lang)
+        if field == "prize":
+            return Text(self.lottery.prize if self.lottery else "", DEFAULT_LANG)
+        return Text(self.title if field == "title" else self.summary, DEFAULT_LANG)
 
     @property
     def zone(self) -> ZoneInfo:

@@ -129,9 +129,7 @@ def write_demo_catalog(path: Path) -> None:
         "title": "城市更新项目评议 (演示)",
         "summary": (
             "演示投票：请您对本区城市更新项目的成效作出评价。每人每天可投一票，"
-            "参与投票的天数越多，抽奖中签机会越大。\n\n"
-            "Demo poll: please rate the district's urban renewal project. One vote per "
-            "person per day; every day you vote raises your chance in the prize draw."
+            "参与投票的天数越多，抽奖中签机会越大。"
         ),
         "options": ["excellent", "good", "fair", "poor"],
         "opens_at": datetime.combine(today, clock(0), zone),
@@ -140,6 +138,17 @@ def write_demo_catalog(path: Path) -> None:
         "daily_limit": 1,
         "results": "live",
         "lottery": {"prizes": 30, "prize": "青年文化盲盒", "reserves": 10},
+        "translations": {
+            "en": {
+                "title": "Urban renewal project review (demo)",
+                "summary": (
+                    "Demo poll: please rate the district's urban renewal project. One vote "
+                    "per person per day; every day you vote raises your chance in the "
+                    "prize draw."
+                ),
+                "prize": "youth culture mystery box",
+            }
+        },
     }
     header = (
         "# The local stack's poll catalog, written on first start (make clean deletes it).\n"

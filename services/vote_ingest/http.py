@@ -59,6 +59,8 @@ def poll_view(poll: Poll, now: datetime) -> dict[str, Any]:
         "results": poll.results,
         "lottery": poll.lottery.model_dump() if poll.lottery else None,
         "state": poll.state_at(now).value,
+        # Only the texts the catalog translated: {"en": {"title": ...}}, {} when none.
+        "translations": poll.translations.model_dump(exclude_none=True),
     }
 
 

@@ -84,6 +84,21 @@ def _schemas() -> dict[str, Any]:
                 "daily_limit": {"type": "integer"},
                 "results": {"enum": ["live", "after_close"]},
                 "state": {"enum": ["upcoming", "open", "closed"]},
+                "translations": {
+                    "type": "object",
+                    "description": "The texts the catalog gives in a page language other "
+                    "than its own (Chinese); a text not given is shown in Chinese",
+                    "properties": {
+                        "en": {
+                            "type": "object",
+                            "properties": {
+                                "title": {"type": "string"},
+                                "summary": {"type": "string", "description": "Markdown"},
+                                "prize": {"type": "string"},
+                            },
+                        }
+                    },
+                },
             },
         },
         "VoteBody": vote_body,

@@ -25,9 +25,9 @@ from starlette.routing import BaseRoute, Mount, Route
 from services.vote_ingest.i18n import js_strings, text, zone_name
 from services.vote_ingest.qr import qr_png
 from shared.assets import VersionedStaticFiles, asset_url, asset_versions
-from shared.catalog import OPTION_LABELS, Catalog, Poll, PollState
+from shared.catalog import OPTION_LABELS, Catalog, Poll, PollState, Text
 from shared.http import problem
-from shared.lang import HTML_LANG, LANG_COOKIE, Lang, choose_lang, parse_lang
+from shared.lang import HTML_LANG, LANG_COOKIE, LANGS, Lang, choose_lang, parse_lang
 from shared.netaddr import Network, public_origin
 
 HERE: Final = Path(__file__).parent
@@ -112,13 +112,25 @@ class PollView:
     opens_text: str
     closes_text: str
     zone: str
+    title: str
+    # The HTML language of the title and the summary when it is not the page's (a text
+    # the catalog has not translated), so a screen reader speaks it in its own language.
+    title_lang: str | None
     summary_html: Markup
+    summary_lang: str | None
+    prize: str
     options: list[dict[str, str]]
     results_visible: bool
 
 
+def _other_lang(text: Text, lang: Lang) -> str | None:
+    return None if text.lang == lang else HTML_LANG[text.lang]
+
+
 def poll_view(poll: Poll, now: datetime, lang: Lang, summary_html: Markup) -> PollView:
+    """`summary_html` is the poll's summary in `lang` (or its fallback), rendered."""
     state = poll.state_at(now)
+    title = poll.text("title", lang)
     return PollView(
         poll=poll,
         state=state,
@@ -126,7 +138,11 @@ def poll_view(poll: Poll, now: datetime, lang: Lang, summary_html: Markup) -> Po
         opens_text=format_time(poll.opens_at, poll, lang),
         closes_text=format_time(poll.closes_at, poll, lang),
         zone=zone_name(lang, poll.timezone),
+        title=title.value,
+        title_lang=_other_lang(title, lang),
         summary_html=summary_html,
+        summary_lang=_other_lang(poll.text("summary", lang), lang),
+        prize=poll.text("prize", lang).value,
         options=[{"id": o, "label": OPTION_LABELS[o][lang]} for o in poll.options],
         results_visible=results_visible(poll, state),
     )
@@ -148,7 +164,7 @@ def page_data(view: PollView, now: datetime, lang: Lang) -> dict[str, Any]:
         "daily_limit": poll.daily_limit,
         "results": poll.results,
         "results_visible": view.results_visible,
-        "lottery": {"prizes": lottery.prizes, "prize": lottery.prize} if lottery else None,
+        "lottery": {"prizes": lottery.prizes, "prize": view.prize} if lottery else None,
         # Phones' clocks are often wrong; the countdown runs on the server's clock.
         "server_now": now.astimezone(UTC).isoformat(),
         "api": API_BASE,
@@ -175,8 +191,12 @@ class Pages:
         self.clock = clock
         self.versions = versions
         self.trusted = trusted
-        self.summaries = {p.id: render_summary(p.summary) for p in catalog.polls}
-        self.descriptions = {poll_id: excerpt(html) for poll_id, html in self.summaries.items()}
+        self.summaries = {
+            (p.id, lang): render_summary(p.text("summary", lang).value)
+            for p in catalog.polls
+            for lang in LANGS
+        }
+        self.descriptions = {key: excerpt(html) for key, html in self.summaries.items()}
         self.env = Environment(
             loader=FileSystemLoader(TEMPLATES_DIR),
             autoescape=True,
@@ -219,7 +239,9 @@ class Pages:
         now = self.clock()
 
         def context(lang: Lang) -> dict[str, Any]:
-            views = [poll_view(p, now, lang, self.summaries[p.id]) for p in self.catalog.polls]
+            views = [
+                poll_view(p, now, lang, self.summaries[p.id, lang]) for p in self.catalog.polls
+            ]
             views.sort(key=lambda v: _STATE_ORDER[v.state])
             return {"polls": views}
 
@@ -237,8 +259,8 @@ class Pages:
         now = self.clock()
 
         def context(lang: Lang) -> dict[str, Any]:
-            view = poll_view(poll, now, lang, self.summaries[poll.id])
-            description = self.descriptions[poll.id]
+            view = poll_view(poll, now, lang, self.summaries[poll.id, lang])
+            description = self.descriptions[poll.id, lang]
             return {"view": view, "data": page_data(view, now, lang), "description": description}
 
         return self.render(request, "poll.html", context)

@@ -20,7 +20,7 @@ from playwright.async_api import Browser, BrowserContext, FloatRect, Page, Route
 
 from scripts.stack.settings import DEMO_POLL
 from shared.captcha import expected_answer
-from shared.catalog import load_catalog
+from shared.catalog import Poll, load_catalog
 from tests.support.a11y import assert_accessible
 from tests.support.http import vote_as_a_new_voter
 
@@ -35,11 +35,11 @@ NEW_CAPTCHA_ID = """previous => {
 
 
 @pytest.fixture(scope="session")
-def demo_title(polls_file: Path) -> str:
-    """The demo poll's title as the stack's catalog has it."""
+def demo_poll(polls_file: Path) -> Poll:
+    """The demo poll as the stack's catalog has it."""
     poll = load_catalog(polls_file).get(DEMO_POLL)
     assert poll is not None, f"{polls_file} has no {DEMO_POLL}"
-    return poll.title
+    return poll
 
 
 @pytest.fixture
@@ -73,24 +73,24 @@ async def type_captcha(page: Page, secret: str, previous: str) -> str:
 
 
 async def test_vote_then_daily_limit_then_english(
-    phone: BrowserContext, gateway_url: str, captcha_secret: str, demo_title: str
+    phone: BrowserContext, gateway_url: str, captcha_secret: str, demo_poll: Poll
 ) -> None:
     # A failure screenshot left by an earlier run would sit beside this run's own.
     (ARTIFACTS / "voting-page-failure.png").unlink(missing_ok=True)
     page = await phone.new_page()
     try:
-        await _vote_then_daily_limit_then_english(page, gateway_url, captcha_secret, demo_title)
+        await _vote_then_daily_limit_then_english(page, gateway_url, captcha_secret, demo_poll)
     except BaseException:
         await screenshot(page, "failure")
         raise
 
 
 async def _vote_then_daily_limit_then_english(
-    page: Page, gateway_url: str, secret: str, demo_title: str
+    page: Page, gateway_url: str, secret: str, demo_poll: Poll
 ) -> None:
     await page.goto(f"{gateway_url}/polls/{DEMO_POLL}")
     await expect(page.locator("html")).to_have_attribute("lang", "zh-CN")
-    await expect(page.get_by_role("heading", level=1)).to_have_text(demo_title)
+    await expect(page.get_by_role("heading", level=1)).to_have_text(demo_poll.title)
     ratings = page.get_by_role("group", name="请选择一项评价")
     for label in ("优", "良", "中", "差"):
         await expect(ratings.get_by_role("radio", name=label, exact=True)).to_be_visible()
@@ -141,7 +141,8 @@ async def _vote_then_daily_limit_then_english(
     # The choice of language is remembered on the next visit.
     await page.goto(f"{gateway_url}/")
     await expect(page.locator("html")).to_have_attribute("lang", "en")
-    await expect(page.get_by_role("link", name=demo_title, exact=True)).to_have_attribute(
+    english_title = demo_poll.text("title", "en").value
+    await expect(page.get_by_role("link", name=english_title, exact=True)).to_have_attribute(
         "href", f"/polls/{DEMO_POLL}?lang=en"
     )
 
@@ -155,9 +156,14 @@ def count_captcha_requests(page: Page) -> list[str]:
     return seen
 
 
-async def test_the_english_page_offers_the_vote(phone: BrowserContext, gateway_url: str) -> None:
+async def test_the_english_page_offers_the_vote(
+    phone: BrowserContext, gateway_url: str, demo_poll: Poll
+) -> None:
     page = await phone.new_page()
     await page.goto(f"{gateway_url}/polls/{DEMO_POLL}?lang=en")
+    await expect(page.get_by_role("heading", level=1)).to_have_text(
+        demo_poll.text("title", "en").value
+    )
     await expect(page.get_by_role("heading", name="Your rating")).to_be_visible()
     english = page.get_by_role("group", name="Choose one rating")
     for label in ("Excellent", "Good", "Fair", "Poor"):

@@ -61,6 +61,18 @@ def test_each_mistake_is_named_by_poll_and_field() -> None:
         ("polls:" + GOOD.replace("id: good-poll", "id: Good Poll"), "poll Good Poll field id:"),
         ("polls:" + GOOD + "    colour: red\n", "poll good-poll field colour: Extra inputs"),
         ("votes: []", "polls: Field required"),
+        (
+            "polls:" + GOOD + "    translations: {fr: {title: Bien}}\n",
+            "poll good-poll field translations.fr: Extra inputs are not permitted",
+        ),
+        (
+            "polls:" + GOOD + "    translations: {en: {title: ''}}\n",
+            "poll good-poll field translations.en.title: String should have at least 1",
+        ),
+        (
+            "polls:" + GOOD + "    translations: {en: {prize: A box}}\n",
+            "translations.en.prize is given but the poll has no lottery",
+        ),
     ],
 )
 def test_other_mistakes_are_named_too(text: str, expected: str) -> None:

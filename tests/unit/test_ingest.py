@@ -40,6 +40,7 @@ polls:
     options: [excellent, good, fair, poor]
     opens_at: {_at(-3)}
     closes_at: {_at(10)}
+    translations: {{en: {{title: Open in English}}}}
   - id: closed-poll
     title: Closed
     options: [excellent, good, fair, poor]
@@ -398,3 +399,15 @@ async def test_only_a_few_answers_are_spoken_at_once(recorder: Recorder) -> None
     assert shed.status_code == 503
     assert shed.json()["code"] == "captcha_audio_busy"
     assert [r.status_code for r in answered] == [200] * SPEAKING_AT_ONCE
+
+
+async def test_the_catalog_lists_the_texts_it_translated(recorder: Recorder) -> None:
+    async with client(make_app(recorder)) as c:
+        listed = (await c.get("/api/v1/polls")).json()["polls"]
+        one = (await c.get("/api/v1/polls/open-poll")).json()
+
+    by_id = {p["id"]: p for p in listed}
+    assert by_id["open-poll"]["title"] == "Open"
+    assert by_id["open-poll"]["translations"] == {"en": {"title": "Open in English"}}
+    assert by_id["closed-poll"]["translations"] == {}
+    assert one["translations"] == by_id["open-poll"]["translations"]

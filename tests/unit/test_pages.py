@@ -40,6 +40,8 @@ polls:
     timezone: Asia/Shanghai
     results: live
     lottery: {prizes: 30, prize: 青年文化盲盒, reserves: 10}
+    translations:
+      en: {title: The culture centre network, prize: youth culture mystery box}
   - id: upcoming-poll
     title: 社区图书馆延时开放
     summary: Opens later.
@@ -184,7 +186,7 @@ async def test_embedded_data_lets_the_script_start_without_a_call(
     assert data["closes_at"] == "2022-01-08T01:00:00+00:00"
     assert data["server_now"] == NOW.isoformat()
     assert data["results_visible"] is True
-    assert data["lottery"] == {"prizes": 30, "prize": "青年文化盲盒"}
+    assert data["lottery"] == {"prizes": 30, "prize": "youth culture mystery box"}
     assert data["options"] == [
         {"id": "excellent", "label": "Excellent"},
         {"id": "good", "label": "Good"},
@@ -422,3 +424,35 @@ async def test_a_preview_is_cut_short_and_escaped(client: httpx.AsyncClient) -> 
     assert f'<meta name="description" content="{"长" * 119}…">' in upcoming
     assert "<script>alert('title')" not in hostile
     assert '<meta property="og:title" content="&lt;/script&gt;' in hostile
+
+
+async def test_the_english_page_shows_the_texts_the_catalog_translated(
+    client: httpx.AsyncClient,
+) -> None:
+    en = (await client.get("/polls/open-poll?lang=en")).text
+    zh = (await client.get("/polls/open-poll?lang=zh")).text
+
+    assert '<h1 id="poll-title">The culture centre network</h1>' in en
+    assert "<title>The culture centre network · " in en
+    assert '<meta property="og:title" content="The culture centre network">' in en
+    assert "each receives one “youth culture mystery box”" in en
+    assert "文化馆总分馆制建设" not in en and "青年文化盲盒" not in en
+    assert '<h1 id="poll-title">文化馆总分馆制建设</h1>' in zh
+    assert "每人获得一份“青年文化盲盒”" in zh
+    assert "The culture centre network" not in zh and "mystery box" not in zh
+
+
+async def test_a_text_left_untranslated_shows_in_chinese_marked_as_chinese(
+    client: httpx.AsyncClient,
+) -> None:
+    en = (await client.get("/polls/open-poll?lang=en")).text
+    upcoming = (await client.get("/polls/upcoming-poll?lang=en")).text
+    index = (await client.get("/?lang=en")).text
+    zh = (await client.get("/polls/upcoming-poll?lang=zh")).text
+
+    # open-poll translates its title but not its summary.
+    assert '<div class="summary" lang="zh-CN"><p>一年来举办联动活动' in en
+    assert '<h1 id="poll-title" lang="zh-CN">社区图书馆延时开放</h1>' in upcoming
+    assert '<h2 lang="zh-CN"><a href="/polls/upcoming-poll?lang=en">社区图书馆延时开放</a>' in index
+    assert '<h2><a href="/polls/open-poll?lang=en">The culture centre network</a>' in index
+    assert 'lang="zh-CN"' not in zh.split("<body", 1)[1], "a Chinese page marks nothing"
