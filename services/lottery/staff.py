@@ -27,7 +27,7 @@ from services.lottery.bodies import parse_draw, parse_erase
 from services.lottery.console_text import STRINGS
 from services.lottery.handlers import Lottery, WinnerRow
 from services.lottery.http import BASE, NO_STORE
-from shared.assets import VersionedStaticFiles, asset_url, asset_versions
+from shared.assets import PAGE_COMPRESSION, VersionedStaticFiles, asset_url, asset_versions
 from shared.auth import StaffTokens
 from shared.errors import ApiError
 from shared.events import format_utc
@@ -192,7 +192,7 @@ class StaffDesk:
             Route(BASE + "/draw", self.draw, methods=["POST"]),
             Route(BASE + "/winners.csv", self.export, methods=["GET"]),
             Route("/staff", to_console, methods=["GET"]),
-            Route("/staff/", self.console, methods=["GET"]),
+            Route("/staff/", self.console, methods=["GET"], middleware=PAGE_COMPRESSION),
             Route("/staff/api/polls", self.overview, methods=["GET"]),
             Route("/staff/api/polls/{poll}/erase", self.erase, methods=["POST"]),
             Mount(

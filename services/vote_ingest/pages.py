@@ -24,7 +24,7 @@ from starlette.routing import BaseRoute, Mount, Route
 
 from services.vote_ingest.i18n import js_strings, text, zone_name
 from services.vote_ingest.qr import qr_png
-from shared.assets import VersionedStaticFiles, asset_url, asset_versions
+from shared.assets import PAGE_COMPRESSION, VersionedStaticFiles, asset_url, asset_versions
 from shared.catalog import OPTION_LABELS, Catalog, Poll, PollState, Text
 from shared.http import problem
 from shared.lang import HTML_LANG, LANG_COOKIE, LANGS, Lang, choose_lang, parse_lang
@@ -308,10 +308,16 @@ def page_routes(
     versions = asset_versions(STATIC_DIR)
     pages = Pages(catalog, clock, versions, trusted)
     return [
-        Route("/", pages.index, methods=["GET"], name="poll_list"),
+        Route("/", pages.index, methods=["GET"], name="poll_list", middleware=PAGE_COMPRESSION),
         Route("/polls/{poll}/qr.png", pages.qr_code, methods=["GET"], name="poll_qr"),
         # `path` so that any URL under /polls/ gets the voter-facing 404 page, not a bare one.
-        Route("/polls/{poll:path}", pages.poll, methods=["GET"], name="poll_page"),
+        Route(
+            "/polls/{poll:path}",
+            pages.poll,
+            methods=["GET"],
+            name="poll_page",
+            middleware=PAGE_COMPRESSION,
+        ),
         Mount(
             "/static",
             app=VersionedStaticFiles(directory=STATIC_DIR, versions=versions),

@@ -285,6 +285,8 @@ async def test_the_console_page_loads_and_its_data_needs_a_staff_token(catalog: 
     assert "default-src 'none'" in page.headers["content-security-policy"]
     assert script.status_code == 200 and "sessionStorage" in script.text
     assert (data.status_code, wrong.status_code) == (401, 403)
+    # httpx asks for gzip and decodes it: both came compressed.
+    assert page.headers["content-encoding"] == script.headers["content-encoding"] == "gzip"
 
 
 @pytest.mark.parametrize("name", ["staff.js", "staff.css"])

@@ -456,3 +456,18 @@ async def test_a_text_left_untranslated_shows_in_chinese_marked_as_chinese(
     assert '<h2 lang="zh-CN"><a href="/polls/upcoming-poll?lang=en">社区图书馆延时开放</a>' in index
     assert '<h2><a href="/polls/open-poll?lang=en">The culture centre network</a>' in index
     assert 'lang="zh-CN"' not in zh.split("<body", 1)[1], "a Chinese page marks nothing"
+
+
+async def test_pages_and_their_assets_go_out_gzipped(client: httpx.AsyncClient) -> None:
+    html = await client.get("/polls/open-poll", headers={"accept-encoding": "gzip"})
+    script = await client.get("/static/app.js", headers={"accept-encoding": "gzip"})
+    plain = await client.get("/polls/open-poll", headers={"accept-encoding": "identity"})
+
+    # httpx has already decoded the bodies; the headers tell how they came.
+    assert html.headers["content-encoding"] == "gzip"
+    assert html.headers["vary"] == "Cookie, Accept-Encoding"
+    assert "<h1" in html.text
+    assert script.headers["content-encoding"] == "gzip"
+    assert script.content == (STATIC_DIR / "app.js").read_bytes()
+    assert "content-encoding" not in plain.headers
+    assert plain.text == html.text
