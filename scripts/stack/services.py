@@ -146,7 +146,7 @@ def write_demo_catalog(path: Path) -> None:
                     "per person per day; every day you vote raises your chance in the "
                     "prize draw."
                 ),
-                "prize": "youth culture mystery box",
+                "prize": "youth culture blind box",
             }
         },
     }

@@ -41,7 +41,7 @@ polls:
     results: live
     lottery: {prizes: 30, prize: 青年文化盲盒, reserves: 10}
     translations:
-      en: {title: The culture centre network, prize: youth culture mystery box}
+      en: {title: The culture centre network, prize: youth culture blind box}
   - id: upcoming-poll
     title: 社区图书馆延时开放
     summary: Opens later.
@@ -186,7 +186,7 @@ async def test_embedded_data_lets_the_script_start_without_a_call(
     assert data["closes_at"] == "2022-01-08T01:00:00+00:00"
     assert data["server_now"] == NOW.isoformat()
     assert data["results_visible"] is True
-    assert data["lottery"] == {"prizes": 30, "prize": "youth culture mystery box"}
+    assert data["lottery"] == {"prizes": 30, "prize": "youth culture blind box"}
     assert data["options"] == [
         {"id": "excellent", "label": "Excellent"},
         {"id": "good", "label": "Good"},
@@ -435,11 +435,11 @@ async def test_the_english_page_shows_the_texts_the_catalog_translated(
     assert '<h1 id="poll-title">The culture centre network</h1>' in en
     assert "<title>The culture centre network · " in en
     assert '<meta property="og:title" content="The culture centre network">' in en
-    assert "each receives one “youth culture mystery box”" in en
+    assert "each receives one “youth culture blind box”" in en
     assert "文化馆总分馆制建设" not in en and "青年文化盲盒" not in en
     assert '<h1 id="poll-title">文化馆总分馆制建设</h1>' in zh
     assert "每人获得一份“青年文化盲盒”" in zh
-    assert "The culture centre network" not in zh and "mystery box" not in zh
+    assert "The culture centre network" not in zh and "blind box" not in zh
 
 
 async def test_a_text_left_untranslated_shows_in_chinese_marked_as_chinese(
