@@ -429,6 +429,7 @@ def _catalog_facts(poll: Poll) -> dict[str, Any]:
         "timezone": poll.timezone,
         "options": list(poll.options),
         "results": poll.results,
+        "translations": poll.translations.model_dump(exclude_none=True),
     }
 
 

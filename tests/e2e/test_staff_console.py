@@ -22,6 +22,7 @@ from PIL import Image
 from playwright.async_api import Browser, Locator, Page, Route, expect
 
 from scripts.stack.settings import DEMO_POLL
+from shared.catalog import load_catalog
 from shared.events import format_utc
 from tests.support.a11y import assert_accessible
 from tests.support.http import vote_as_a_new_voter
@@ -118,8 +119,12 @@ async def test_a_console_left_open_over_the_close_brings_up_the_draw_by_itself(
 
 
 async def test_the_console_is_chinese_by_default_and_switches_to_english_signed_in(
-    console: Page, gateway_url: str, staff_token: str, closed_poll: str
+    console: Page, gateway_url: str, staff_token: str, closed_poll: str, polls_file: Path
 ) -> None:
+    poll = load_catalog(polls_file).get(closed_poll)
+    assert poll is not None and poll.lottery is not None
+    zh_title, en_title = poll.title, poll.text("title", "en").value
+    assert en_title != zh_title, "the demo catalog gives the campaign an English title"
     await console.goto(f"{gateway_url}/staff/")
     await expect(console.locator("html")).to_have_attribute("lang", "zh-CN")
     await expect(console.get_by_label("工作人员令牌")).to_be_visible()
@@ -133,13 +138,18 @@ async def test_the_console_is_chinese_by_default_and_switches_to_english_signed_
     )
     await expect(closed.locator(".state")).to_have_text(re.compile("^(待抽奖|已开奖)$"))
     await expect(closed).to_contain_text("30 份 青年文化盲盒，另设候补 10 名")
+    await expect(closed.locator('[data-field="title"]')).to_have_text(zh_title)
 
     # The token lives in the tab: switching language keeps the console signed in.
     await console.get_by_role("link", name="English").click()
     await expect(console.locator("html")).to_have_attribute("lang", "en")
     await expect(console.get_by_role("button", name="Sign out")).to_be_visible()
     await expect(closed.locator(".state")).to_have_text(re.compile("^(awaiting draw|drawn)$"))
-    await expect(closed).to_contain_text("30 × 青年文化盲盒, 10 reserves")  # noqa: RUF001
+    # The catalog's English texts where it has them.
+    prize = poll.text("prize", "en").value
+    await expect(closed).to_contain_text(f"30 × {prize}, 10 reserves")  # noqa: RUF001
+    await expect(closed.locator('[data-field="title"]')).to_have_text(en_title)
+    await expect(closed.locator('[data-field="title"]')).not_to_have_attribute("lang", "zh-CN")
 
 
 async def test_a_refused_draw_is_explained_in_the_console_s_language(

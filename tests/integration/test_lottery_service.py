@@ -585,6 +585,7 @@ async def test_a_draw_end_to_end_leaks_no_phone_number(
             "timezone": "Asia/Shanghai",
             "options": ["excellent", "good"],
             "results": "live",
+            "translations": {},
         }
     }
 

@@ -178,9 +178,22 @@
       : "";
   }
 
+  // A poll text as the console's language has it: the catalog's translation on the
+  // English console, else the catalog's own (Chinese) text, marked so for screen readers.
+  function pollText(poll, name, element) {
+    const own = LOCALE === "en-GB" && poll.translations && poll.translations.en;
+    const translated = own && own[name];
+    if (element) {
+      if (LOCALE === "en-GB" && !translated) element.lang = "zh-CN";
+      else element.removeAttribute("lang");
+    }
+    return translated || poll[name];
+  }
+
   function renderPoll(poll) {
     const card = $("poll-card").content.firstElementChild.cloneNode(true);
-    field(card, "title").textContent = poll.title;
+    const title = field(card, "title");
+    title.textContent = pollText(poll, "title", title);
     field(card, "poll_id").textContent = poll.poll_id;
     // A prize draw's "open" also spans the time before voting opens: say which it is.
     const state = poll.lottery && poll.voting_state === "upcoming" ? "upcoming" : poll.state;
@@ -206,7 +219,8 @@
     card.querySelector('[data-part="draw"]').hidden = !has("awaiting_draw");
     card.querySelector('[data-part="results"]').hidden = !has("drawn");
     if (!poll.lottery) return;
-    field(card, "prize_line").textContent = t("prize_line", poll);
+    const prize = pollText(poll, "prize");
+    field(card, "prize_line").textContent = t("prize_line", { ...poll, prize });
     field(card, "entries_line").textContent = t("entries_line", poll);
     field(card, "drawn_at").textContent = poll.drawn_at
       ? t("drawn_line", { time: pollTime(poll.drawn_at, poll.timezone), who: poll.drawn_by })
