@@ -263,13 +263,19 @@ def captcha_fingerprint(captcha_id: str) -> str:
 _local = threading.local()
 
 
+def _per_thread(name: str, make: Callable[[], _T]) -> _T:
+    """This thread's instance of a library renderer, made on first use: the library
+    caches what it loads (FreeType fonts, voices) on the instance, and each thread that
+    renders keeps its own."""
+    made: _T | None = getattr(_local, name, None)
+    if made is None:
+        made = make()
+        setattr(_local, name, made)
+    return made
+
+
 def _renderer() -> ImageCaptcha:
-    # One per thread: the library caches FreeType fonts on the instance.
-    renderer: ImageCaptcha | None = getattr(_local, "renderer", None)
-    if renderer is None:
-        renderer = ImageCaptcha(*_IMAGE_SIZE, font_sizes=_FONT_SIZES)
-        _local.renderer = renderer
-    return renderer
+    return _per_thread("renderer", lambda: ImageCaptcha(*_IMAGE_SIZE, font_sizes=_FONT_SIZES))
 
 
 def render_png(answer: str) -> bytes:
@@ -281,12 +287,7 @@ def render_png(answer: str) -> bytes:
 
 
 def _speaker() -> AudioCaptcha:
-    # One per thread, like the image renderer: the library caches its voices on it.
-    speaker: AudioCaptcha | None = getattr(_local, "speaker", None)
-    if speaker is None:
-        speaker = AudioCaptcha()
-        _local.speaker = speaker
-    return speaker
+    return _per_thread("speaker", AudioCaptcha)
 
 
 def render_wav(answer: str) -> bytes:
