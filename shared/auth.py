@@ -153,12 +153,15 @@ class VoterTokens:
 
 
 def _rsa_public_key(pem: str) -> RSAPublicKey:
+    wanted = "VOTER_TOKEN_PUBLIC_KEY must be an RSA public key in PEM"
     try:
         key = RSAAlgorithm(RSAAlgorithm.SHA256).prepare_key(pem)
     except (jwt.InvalidKeyError, ValueError) as exc:
-        raise ValueError("VOTER_TOKEN_PUBLIC_KEY must be an RSA public key in PEM") from exc
+        raise ValueError(wanted) from exc
     if not isinstance(key, RSAPublicKey):
-        raise ValueError("VOTER_TOKEN_PUBLIC_KEY must be an RSA public key in PEM")
+        # The sign-in that mints tokens keeps the private key; the services need only
+        # the public one and should never hold the other.
+        raise ValueError(f"{wanted}, not a private key: give its public key (openssl rsa -pubout)")
     return key
 
 

@@ -156,9 +156,10 @@ def test_an_hs256_token_keyed_with_the_public_key_is_refused() -> None:
 
 def test_a_public_key_that_is_no_rsa_public_key_is_refused_at_start() -> None:
     private, _ = rsa_pair()
-    for wrong in ("not a key", private.decode()):
-        with pytest.raises(ValueError, match="VOTER_TOKEN_PUBLIC_KEY"):
-            VoterTokens(SECRET, wrong)
+    with pytest.raises(ValueError, match=r"^VOTER_TOKEN_PUBLIC_KEY must be an RSA public key"):
+        VoterTokens(SECRET, "not a key")
+    with pytest.raises(ValueError, match="not a private key: give its public key"):
+        VoterTokens(SECRET, private.decode())
 
 
 @pytest.mark.parametrize("service", ["vote_ingest", "lottery"])
