@@ -8,9 +8,10 @@ Every asset is served from `/static`: the pages must work on a closed network.
 
 from __future__ import annotations
 
+import gzip
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, Final
 from urllib.parse import urlencode
@@ -19,12 +20,12 @@ from jinja2 import Environment, FileSystemLoader, StrictUndefined
 from markdown_it import MarkdownIt
 from markupsafe import Markup
 from starlette.requests import Request
-from starlette.responses import HTMLResponse, RedirectResponse, Response
+from starlette.responses import RedirectResponse, Response
 from starlette.routing import BaseRoute, Mount, Route
 
 from services.vote_ingest.i18n import js_strings, text, zone_name
 from services.vote_ingest.qr import qr_png
-from shared.assets import PAGE_COMPRESSION, VersionedStaticFiles, asset_url, asset_versions
+from shared.assets import VersionedStaticFiles, accepts_gzip, asset_url, asset_versions
 from shared.catalog import OPTION_LABELS, Catalog, Poll, PollState, Text
 from shared.http import problem
 from shared.lang import HTML_LANG, LANG_COOKIE, LANGS, Lang, choose_lang, parse_lang
@@ -40,7 +41,7 @@ LANG_COOKIE_MAX_AGE: Final = 365 * 24 * 3600
 # from the same origin. A strict policy turns a stray injected tag into a no-op.
 PAGE_HEADERS: Final = {
     "Cache-Control": "no-cache",
-    "Vary": "Cookie",
+    "Vary": "Cookie, Accept-Encoding",
     "Content-Security-Policy": (
         "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
         "connect-src 'self'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'; "
@@ -65,6 +66,12 @@ _EN_MONTHS: Final = (
     "Nov",
     "Dec",
 )
+
+# A rendered page (and its gzip) is served again for this long: at a busy moment one
+# render serves every visitor of that second, where rendering and compressing each one
+# cost about twice a vote's CPU. The server time the page embeds for its countdown is
+# then up to this much old, less than the network's delay usually adds.
+PAGE_REUSE: Final = timedelta(seconds=1)
 
 # Messengers preview a shared link with its page's description and show about this much.
 DESCRIPTION_LIMIT: Final = 120
@@ -172,6 +179,23 @@ def page_data(view: PollView, now: datetime, lang: Lang) -> dict[str, Any]:
     }
 
 
+@dataclass
+class _Rendered:
+    """A page as rendered at `at` (the pages' clock), and its gzip once one is asked for."""
+
+    at: datetime
+    body: bytes
+    packed: bytes | None = None
+
+    def fresh(self, now: datetime) -> bool:
+        return timedelta(0) <= now - self.at < PAGE_REUSE
+
+    def gzipped(self) -> bytes:
+        if self.packed is None:
+            self.packed = gzip.compress(self.body, compresslevel=9, mtime=0)
+        return self.packed
+
+
 def page_lang(request: Request) -> tuple[Lang, bool]:
     """The page language, and whether the voter just chose it (so it should be remembered)."""
     asked, cookie = request.query_params.get("lang"), request.cookies.get(LANG_COOKIE)
@@ -205,6 +229,8 @@ class Pages:
             lstrip_blocks=True,
         )
         self.env.globals["asset"] = self.asset
+        # By path and language: the list and each poll's page, two languages each.
+        self._rendered: dict[tuple[str, Lang], _Rendered] = {}
 
     def asset(self, name: str) -> str:
         return asset_url("/static", self.versions, name)
@@ -215,25 +241,43 @@ class Pages:
         template: str,
         context: Callable[[Lang], dict[str, Any]],
         status: int = 200,
-    ) -> HTMLResponse:
+        *,
+        reuse: bool = False,
+    ) -> Response:
+        """The page in the visitor's language; with `reuse`, one render per path and
+        language serves for PAGE_REUSE (the page must depend on nothing else)."""
         lang, remember = page_lang(request)
+        path = request.url.path
+        now = self.clock()
+        page = self._rendered.get((path, lang)) if reuse else None
+        if page is None or not page.fresh(now):
+            body = self._render(template, context(lang), lang, path)
+            page = _Rendered(now, body.encode())
+            if reuse:
+                self._rendered[path, lang] = page
+        headers = {**PAGE_HEADERS, "Content-Language": HTML_LANG[lang]}
+        if accepts_gzip(request.headers.get("accept-encoding", "")):
+            headers["Content-Encoding"] = "gzip"
+            response = Response(page.gzipped(), status, headers, media_type="text/html")
+        else:
+            response = Response(page.body, status, headers, media_type="text/html")
+        if remember:
+            response.set_cookie(
+                LANG_COOKIE, lang, max_age=LANG_COOKIE_MAX_AGE, samesite="lax", httponly=True
+            )
+        return response
+
+    def _render(self, template: str, context: dict[str, Any], lang: Lang, path: str) -> str:
         other: Lang = "en" if lang == "zh" else "zh"
         base = {
             "lang": lang,
             "html_lang": HTML_LANG[lang],
             "t": lambda key, **values: text(lang, key, **values),
             "home_href": with_lang("/", lang),
-            "switch_href": with_lang(request.url.path, other),
+            "switch_href": with_lang(path, other),
             "switch_lang": HTML_LANG[other],
         }
-        body = self.env.get_template(template).render(**base, **context(lang))
-        headers = {**PAGE_HEADERS, "Content-Language": HTML_LANG[lang]}
-        response = HTMLResponse(body, status_code=status, headers=headers)
-        if remember:
-            response.set_cookie(
-                LANG_COOKIE, lang, max_age=LANG_COOKIE_MAX_AGE, samesite="lax", httponly=True
-            )
-        return response
+        return self.env.get_template(template).render(**base, **context)
 
     async def index(self, request: Request) -> Response:
         now = self.clock()
@@ -245,7 +289,7 @@ class Pages:
             views.sort(key=lambda v: _STATE_ORDER[v.state])
             return {"polls": views}
 
-        return self.render(request, "index.html", context)
+        return self.render(request, "index.html", context, reuse=True)
 
     async def poll(self, request: Request) -> Response:
         requested = request.path_params["poll"]
@@ -263,7 +307,7 @@ class Pages:
             description = self.descriptions[poll.id, lang]
             return {"view": view, "data": page_data(view, now, lang), "description": description}
 
-        return self.render(request, "poll.html", context)
+        return self.render(request, "poll.html", context, reuse=True)
 
     def meant(self, requested: str) -> str | None:
         """The page a near miss means: a link passed around with a trailing slash or in
@@ -308,16 +352,10 @@ def page_routes(
     versions = asset_versions(STATIC_DIR)
     pages = Pages(catalog, clock, versions, trusted)
     return [
-        Route("/", pages.index, methods=["GET"], name="poll_list", middleware=PAGE_COMPRESSION),
+        Route("/", pages.index, methods=["GET"], name="poll_list"),
         Route("/polls/{poll}/qr.png", pages.qr_code, methods=["GET"], name="poll_qr"),
         # `path` so that any URL under /polls/ gets the voter-facing 404 page, not a bare one.
-        Route(
-            "/polls/{poll:path}",
-            pages.poll,
-            methods=["GET"],
-            name="poll_page",
-            middleware=PAGE_COMPRESSION,
-        ),
+        Route("/polls/{poll:path}", pages.poll, methods=["GET"], name="poll_page"),
         Mount(
             "/static",
             app=VersionedStaticFiles(directory=STATIC_DIR, versions=versions),

@@ -6,7 +6,7 @@ import io
 import json
 import re
 from collections.abc import AsyncIterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import httpx
@@ -471,3 +471,45 @@ async def test_pages_and_their_assets_go_out_gzipped(client: httpx.AsyncClient) 
     assert script.content == (STATIC_DIR / "app.js").read_bytes()
     assert "content-encoding" not in plain.headers
     assert plain.text == html.text
+
+
+async def test_a_page_is_rendered_once_a_second_and_each_language_apart(catalog: Catalog) -> None:
+    clock = [NOW]
+    app = Starlette(routes=page_routes(catalog, clock=lambda: clock[0]))
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://pages.test") as c:
+
+        async def server_now(path: str) -> object:
+            return poll_data((await c.get(path)).text)["server_now"]
+
+        first = await server_now("/polls/open-poll?lang=zh")
+        clock[0] = NOW + timedelta(milliseconds=900)
+        reused = await server_now("/polls/open-poll?lang=zh")
+        english = await c.get("/polls/open-poll?lang=en")
+        clock[0] = NOW + timedelta(seconds=1)
+        renewed = await server_now("/polls/open-poll?lang=zh")
+
+    assert first == reused == NOW.isoformat(), "one render serves the second"
+    assert renewed == (NOW + timedelta(seconds=1)).isoformat()
+    in_english = poll_data(english.text)["server_now"]
+    assert in_english == (NOW + timedelta(milliseconds=900)).isoformat(), "its own render"
+    assert '<html lang="en">' in english.text
+    assert english.cookies.get("lang") == "en", "a reused page still remembers the choice"
+
+
+async def test_a_page_reused_across_the_close_says_closed_within_a_second() -> None:
+    closes = datetime(2022, 1, 8, 1, 0, tzinfo=UTC)
+    catalog = parse_catalog(CATALOG_YAML)
+    clock = [closes - timedelta(milliseconds=500)]
+    app = Starlette(routes=page_routes(catalog, clock=lambda: clock[0]))
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://pages.test") as c:
+        before = await c.get("/polls/open-poll?lang=en")
+        clock[0] = closes + timedelta(milliseconds=400)
+        just_after = await c.get("/polls/open-poll?lang=en")
+        clock[0] = closes + timedelta(milliseconds=600)
+        later = await c.get("/polls/open-poll?lang=en")
+
+    assert poll_data(before.text)["state"] == poll_data(just_after.text)["state"] == "open"
+    assert poll_data(later.text)["state"] == "closed"
+    assert 'id="vote-form"' not in later.text
