@@ -147,6 +147,44 @@ async def _vote_then_daily_limit_then_english(
     )
 
 
+# Records when each of the page's fetch calls started and when its answer came, on the
+# page's own clock, so a test can tell what the page asked for after what.
+WATCH_FETCH = """(() => {
+  const calls = [];
+  window.__fetches = calls;
+  const original = window.fetch;
+  window.fetch = async (input, init) => {
+    const method = (init && init.method) || "GET";
+    const call = { method, url: String(input), start: performance.now(), end: null };
+    calls.push(call);
+    const response = await original(input, init);
+    call.end = performance.now();
+    return response;
+  };
+})()"""
+
+
+async def test_the_page_asks_for_a_decision_only_once_one_can_have_been_made(
+    phone: BrowserContext, gateway_url: str, captcha_secret: str
+) -> None:
+    # Every look at a vote's status is a database read; just after the 202 the judge has
+    # not read the vote yet, so a look then could only ever say "pending".
+    page = await phone.new_page()
+    await page.add_init_script(WATCH_FETCH)
+    await page.goto(f"{gateway_url}/polls/{DEMO_POLL}")
+    ratings = page.get_by_role("group", name="请选择一项评价")
+    await ratings.get_by_role("radio", name="中", exact=True).check()
+    await type_captcha(page, captcha_secret, previous="")
+    await page.get_by_role("button", name="提交投票").click()
+    await expect(page.locator("#outcome")).to_contain_text("投票成功", timeout=DECISION_TIMEOUT_MS)
+
+    calls = await page.evaluate("window.__fetches")
+    vote = next(c for c in calls if c["method"] == "POST" and c["url"].endswith("/votes"))
+    looks = [c for c in calls if c["method"] == "GET" and "/api/v1/votes/" in c["url"]]
+    assert looks, "the page asked for the decision"
+    assert looks[0]["start"] - vote["end"] >= 290, (vote, looks)
+
+
 def count_captcha_requests(page: Page) -> list[str]:
     """A list that fills with the captcha requests `page` makes from now on."""
     seen: list[str] = []

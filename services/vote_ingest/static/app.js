@@ -21,6 +21,8 @@
   const $ = (id) => document.getElementById(id);
   const pad2 = (n) => String(n).padStart(2, "0");
   const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
+  // After a vote is taken, when to first ask for its decision (see followVote).
+  const FIRST_LOOK_MS = 300;
 
   function t(key, values) {
     return S[key].replace(/\{(\w+)\}/g, (whole, name) =>
@@ -468,7 +470,7 @@
       if (busy) return;
       setBusy(true);
       try {
-        await followVote(voteId);
+        await followVote(voteId, 0);
       } finally {
         setBusy(false);
       }
@@ -477,10 +479,14 @@
   }
 
   // Decisions arrive in well under a second; back off gently and give up after ~20 s.
-  async function followVote(voteId) {
+  // A vote the edge has just taken is not decided yet (the judge reads submissions in
+  // batches, a tenth of a second apart or so), and every look is a database read: the
+  // first look waits `firstLookMs`.
+  async function followVote(voteId, firstLookMs) {
     showOutcome("pending", null, [S.pending]);
     const deadline = Date.now() + 20000;
     let delay = 300;
+    await sleep(firstLookMs);
     for (;;) {
       let response = null;
       try {
@@ -493,9 +499,9 @@
       const decision = response && response.ok ? response.data : null;
       if (decision && decision.status === "accepted") return showAccepted(decision);
       if (decision && decision.status === "rejected") return showRejected(decision);
+      delay = Math.min(delay * 1.5, 2000);
       if (Date.now() + delay > deadline) return showStillPending(voteId);
       await sleep(delay);
-      delay = Math.min(delay * 1.5, 2000);
     }
   }
 
@@ -557,7 +563,7 @@
       // (503: nothing stored; 429) leaves the captcha unused, so the voter just resends.
       if (response.status !== 503 && response.status !== 429) loadCaptcha();
       if (response.ok && response.data && response.data.vote_id) {
-        await followVote(response.data.vote_id);
+        await followVote(response.data.vote_id, FIRST_LOOK_MS);
       } else {
         showSubmitError(response);
       }
