@@ -8,7 +8,9 @@ Screenshots of what the voter saw are kept in test-artifacts/.
 from __future__ import annotations
 
 import asyncio
+import random
 import re
+import string
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, time, timedelta
 from pathlib import Path
@@ -183,6 +185,47 @@ async def test_the_page_asks_for_a_decision_only_once_one_can_have_been_made(
     looks = [c for c in calls if c["method"] == "GET" and "/api/v1/votes/" in c["url"]]
     assert looks, "the page asked for the decision"
     assert looks[0]["start"] - vote["end"] >= 290, (vote, looks)
+
+
+async def vote_good(page: Page, secret: str) -> None:
+    """Vote 良 on the open page with the captcha on screen, and see it accepted."""
+    ratings = page.get_by_role("group", name="请选择一项评价")
+    await ratings.get_by_role("radio", name="良", exact=True).check()
+    await type_captcha(page, secret, previous="")
+    await page.get_by_role("button", name="提交投票").click()
+    await expect(page.locator("#outcome")).to_contain_text("投票成功", timeout=DECISION_TIMEOUT_MS)
+
+
+async def test_after_a_vote_a_voter_who_has_not_entered_the_draw_costs_no_entry_lookup(
+    phone: BrowserContext, gateway_url: str, captcha_secret: str
+) -> None:
+    # Each look at an entry is a read of the lottery's database; an entrant's page looks
+    # after a vote to show the day counted, and there is nothing to show anyone else.
+    page = await phone.new_page()
+    await page.add_init_script(WATCH_FETCH)
+    await page.goto(f"{gateway_url}/polls/{DEMO_POLL}")
+    await vote_good(page, captcha_secret)
+    await page.wait_for_timeout(3000)  # past the entrant's look, 2 s after the decision
+
+    calls = await page.evaluate("window.__fetches")
+    assert [c for c in calls if c["url"].endswith("/lottery/entry")] == []
+
+
+async def test_an_entrant_sees_the_day_counted_after_voting(
+    phone: BrowserContext, gateway_url: str, captcha_secret: str
+) -> None:
+    number = "139" + "".join(random.choices(string.digits, k=8))  # never entered before
+    page = await phone.new_page()
+    await page.goto(f"{gateway_url}/polls/{DEMO_POLL}")
+    await page.get_by_label("姓名").fill("赵六")
+    await page.get_by_label("手机号码").fill(number)
+    await page.get_by_role("button", name="报名抽奖").click()
+    status = page.locator("#lottery-status")
+    await expect(status).to_contain_text(f"已报名：{number[:3]}****{number[-4:]}")
+    await expect(status).to_contain_text("已计入投票天数：0 天")
+
+    await vote_good(page, captcha_secret)
+    await expect(status).to_contain_text("已计入投票天数：1 天", timeout=10_000)
 
 
 def count_captcha_requests(page: Page) -> list[str]:

@@ -426,8 +426,9 @@
       lines.push(link);
     }
     showOutcome("accepted", S.accepted_title, lines);
-    // The draw counts days from accepted votes; give the lottery service a moment.
-    if (D.lottery) setTimeout(refreshEntry, 2000);
+    // The draw counts days from accepted votes; give the lottery service a moment, then
+    // show an entrant the day counted. A voter who has not entered has nothing to show.
+    if (D.lottery && lotteryEntered) setTimeout(refreshEntry, 2000);
   }
 
   const REASONS = {
