@@ -2,7 +2,9 @@
 
 However many viewers are connected (GET or Server-Sent Events), the database sees one
 query per interval; a poll's stream gets at most one update per interval, and only when
-its counts changed.
+its counts changed. Each update is encoded once for all its viewers, and viewers wait on
+an event of their poll's, with no timer of their own: the hub sends every viewer a
+keep-alive comment every KEEP_ALIVE seconds.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import datetime
 from typing import Any
@@ -22,6 +25,10 @@ from shared.catalog import Catalog
 log = logging.getLogger(__name__)
 
 SSE_CLIENTS = Gauge("sse_clients", "Connected results-stream viewers", ["poll"])
+
+# Proxies close a connection that stays silent for long; a comment line keeps it open.
+KEEP_ALIVE = 15.0
+_KEEP_ALIVE_FRAME = b": keep-alive\n\n"
 
 ReadCounts = Callable[[], Awaitable[dict[str, dict[str, int]]]]
 # Whether every vote received before a close has been decided and counted.
@@ -46,7 +53,11 @@ class ResultsHub:
         self._documents: dict[str, dict[str, Any]] = {}
         self._counts: dict[str, dict[str, int]] = {}
         self._final: set[str] = set()
-        self._changed = asyncio.Condition()
+        # Each poll's current document as a Server-Sent Events frame, and the event its
+        # viewers wait on, replaced (and set) when there is something to send them.
+        self._frames: dict[str, bytes] = {}
+        self._wakes = {poll.id: asyncio.Event() for poll in catalog.polls}
+        self._beat = time.monotonic()
         self.reads = 0
 
     def document(self, poll_id: str) -> dict[str, Any] | None:
@@ -59,7 +70,6 @@ class ResultsHub:
         # vote that was counted when the pipeline was seen drained.
         counts = await self._read_counts()
         self.reads += 1
-        changed = False
         for poll in self.catalog.polls:
             poll_counts = counts.get(poll.id, {})
             final = poll.id in self._final
@@ -68,10 +78,19 @@ class ResultsHub:
                 doc = results_document(poll, poll_counts, now, final=final)
                 self._documents[poll.id] = doc
                 self._counts[poll.id] = poll_counts
-                changed = True
-        if changed:
-            async with self._changed:
-                self._changed.notify_all()
+                data = json.dumps(doc, ensure_ascii=False)
+                self._frames[poll.id] = f"event: results\ndata: {data}\n\n".encode()
+                self._wake(poll.id)
+
+    def _wake(self, poll_id: str) -> None:
+        woken, self._wakes[poll_id] = self._wakes[poll_id], asyncio.Event()
+        woken.set()
+
+    def _keep_alive(self) -> None:
+        if time.monotonic() - self._beat >= KEEP_ALIVE:
+            self._beat = time.monotonic()
+            for poll_id in self._wakes:
+                self._wake(poll_id)
 
     async def _settle_final(self, now: datetime) -> None:
         waiting = [
@@ -87,22 +106,24 @@ class ResultsHub:
                 await self.refresh()
             except Exception:
                 log.exception("reading counts failed; viewers keep the last results")
+            self._keep_alive()
             await asyncio.sleep(self.interval)
 
-    async def stream(self, poll_id: str) -> AsyncIterator[str]:
+    async def stream(self, poll_id: str) -> AsyncIterator[bytes]:
         """Server-Sent Events: the current results, then each change, with keep-alives."""
         SSE_CLIENTS.labels(poll_id).inc()
         try:
-            last: dict[str, Any] | None = None
+            last: bytes | None = None
             while True:
-                doc = self._documents.get(poll_id)
-                if doc is not None and doc is not last:
-                    last = doc
-                    yield f"event: results\ndata: {json.dumps(doc, ensure_ascii=False)}\n\n"
-                try:
-                    async with asyncio.timeout(15), self._changed:
-                        await self._changed.wait()
-                except TimeoutError:
-                    yield ": keep-alive\n\n"
+                # The event first: a change made after the frame is read still wakes us.
+                wake = self._wakes[poll_id]
+                frame = self._frames.get(poll_id)
+                if frame is not None and frame is not last:
+                    last = frame
+                    yield frame
+                    continue
+                await wake.wait()
+                if self._frames.get(poll_id) is last:  # woken for the keep-alive
+                    yield _KEEP_ALIVE_FRAME
         finally:
             SSE_CLIENTS.labels(poll_id).dec()
