@@ -44,6 +44,13 @@ def routes(
 
     async def stream(request: Request) -> Response:
         poll = visible_poll(request)
+        if not hub.has_room():
+            # The page falls back to reading GET .../results every 15 s, which costs
+            # this service one read of a document it holds in memory.
+            raise ServiceUnavailable(
+                "too many live viewers on this server; read the results every few seconds",
+                code="results_stream_full",
+            )
         headers = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
         return StreamingResponse(
             hub.stream(poll.id), media_type="text/event-stream", headers=headers

@@ -13,7 +13,7 @@ import asyncio
 import json
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncGenerator, Awaitable, Callable
 from datetime import datetime
 from typing import Any
 
@@ -44,6 +44,7 @@ class ResultsHub:
         clock: Callable[[], datetime],
         *,
         interval: float = 1.0,
+        max_viewers: int = 10_000,
     ) -> None:
         self.catalog = catalog
         self._read_counts = read_counts
@@ -58,7 +59,16 @@ class ResultsHub:
         self._frames: dict[str, bytes] = {}
         self._wakes = {poll.id: asyncio.Event() for poll in catalog.polls}
         self._beat = time.monotonic()
+        # Each stream holds about 26 KiB and a connection: past this many, viewers are
+        # told to read the results every few seconds instead (see has_room).
+        self.max_viewers = max_viewers
+        self.viewers = 0
         self.reads = 0
+
+    def has_room(self) -> bool:
+        """Whether one more stream may open. A soft bound: streams that are admitted
+        together and start after this check may pass it by a few."""
+        return self.viewers < self.max_viewers
 
     def document(self, poll_id: str) -> dict[str, Any] | None:
         return self._documents.get(poll_id)
@@ -109,9 +119,10 @@ class ResultsHub:
             self._keep_alive()
             await asyncio.sleep(self.interval)
 
-    async def stream(self, poll_id: str) -> AsyncIterator[bytes]:
+    async def stream(self, poll_id: str) -> AsyncGenerator[bytes, None]:
         """Server-Sent Events: the current results, then each change, with keep-alives."""
         SSE_CLIENTS.labels(poll_id).inc()
+        self.viewers += 1
         try:
             last: bytes | None = None
             while True:
@@ -126,4 +137,5 @@ class ResultsHub:
                 if self._frames.get(poll_id) is last:  # woken for the keep-alive
                     yield _KEEP_ALIVE_FRAME
         finally:
+            self.viewers -= 1
             SSE_CLIENTS.labels(poll_id).dec()

@@ -30,6 +30,9 @@ MIGRATIONS = Path(__file__).parent / "migrations"
 class TallySettings(DatabaseSettings):
     tally_port: int = Field(default=8083, ge=1, le=65535)
     staff_tokens: str = ""
+    # Live-results streams one process holds (about 26 KiB each); more are refused with
+    # 503 and their pages read the results every 15 s instead.
+    results_stream_max_viewers: int = Field(default=10_000, ge=1)
 
 
 def now() -> datetime:
@@ -55,7 +58,9 @@ def create_app(settings: TallySettings) -> Starlette:
         )
         return not any(left.values())
 
-    hub = ResultsHub(catalog, read_counts, drained, now)
+    hub = ResultsHub(
+        catalog, read_counts, drained, now, max_viewers=settings.results_stream_max_viewers
+    )
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:

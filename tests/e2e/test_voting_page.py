@@ -380,6 +380,29 @@ async def test_the_page_s_results_follow_votes_as_they_are_counted(
     )
 
 
+async def test_a_page_refused_the_live_stream_reads_the_results_every_few_seconds(
+    phone: BrowserContext, gateway_url: str, captcha_secret: str
+) -> None:
+    # What a results server holding its most viewers answers (results_stream_full).
+    async def full(route: Route) -> None:
+        problem = {"type": "/problems/results_stream_full", "title": "Busy", "status": 503}
+        await route.fulfill(status=503, json={**problem, "code": "results_stream_full"})
+
+    page = await phone.new_page()
+    await page.route(re.compile(rf".*/api/v1/polls/{DEMO_POLL}/results/stream$"), full)
+    await page.goto(f"{gateway_url}/polls/{DEMO_POLL}?lang=en")
+    total = page.locator("#results-total")
+    await expect(total).to_have_text(re.compile(r"^[\d,]+ votes? in total$"))
+    before = int(re.sub(r"\D", "", await total.inner_text()))
+
+    await asyncio.to_thread(vote_as_a_new_voter, gateway_url, DEMO_POLL, captcha_secret, "poor")
+    await page.wait_for_function(  # the page reads the document every 15 s
+        "n => Number(document.getElementById('results-total').textContent.replace(/\\D/g, '')) > n",
+        arg=before,
+        timeout=30_000,
+    )
+
+
 def final_results(counts: dict[str, int]) -> dict[str, Any]:
     return {
         "poll_id": DEMO_POLL,

@@ -130,3 +130,37 @@ async def test_the_public_is_told_why_and_staff_read_the_hidden_count() -> None:
         )
     assert (public.status_code, public.json()["code"]) == (403, "results_hidden")
     assert (staff.json()["counts"], staff.json()["total"]) == ({"excellent": 3, "good": 1}, 4)
+
+
+async def test_past_its_viewer_bound_a_server_refuses_a_stream_until_one_leaves() -> None:
+    catalog = parse_catalog(CATALOG)
+    hub = ResultsHub(catalog, counts, drained, lambda: BEFORE, max_viewers=1)
+    await hub.refresh()
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        yield
+
+    app = build_app(
+        "tally",
+        "test",
+        routes(catalog, hub, StaffTokens(""), lambda: BEFORE),
+        Health("tally", []),
+        lifespan,
+    )
+    url = "/api/v1/polls/open-book/results/stream"
+    watching = hub.stream("open-book")
+    await anext(watching)  # one viewer holds a stream
+
+    refused = await status(app, url, {})
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://tally.test") as c:
+        document = await c.get("/api/v1/polls/open-book/results")
+        async with asyncio.timeout(5):  # a stream admitted would never end
+            problem = await c.get(url)
+    await watching.aclose()  # that viewer leaves
+    admitted = await status(app, url, {})
+
+    assert (refused, admitted) == (503, 200)
+    assert problem.json()["code"] == "results_stream_full"
+    assert document.status_code == 200, "the document is still read, every few seconds"
