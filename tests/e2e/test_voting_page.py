@@ -166,27 +166,6 @@ WATCH_FETCH = """(() => {
 })()"""
 
 
-async def test_the_page_asks_for_a_decision_only_once_one_can_have_been_made(
-    phone: BrowserContext, gateway_url: str, captcha_secret: str
-) -> None:
-    # Every look at a vote's status is a database read; just after the 202 the judge has
-    # not read the vote yet, so a look then could only ever say "pending".
-    page = await phone.new_page()
-    await page.add_init_script(WATCH_FETCH)
-    await page.goto(f"{gateway_url}/polls/{DEMO_POLL}")
-    ratings = page.get_by_role("group", name="请选择一项评价")
-    await ratings.get_by_role("radio", name="中", exact=True).check()
-    await type_captcha(page, captcha_secret, previous="")
-    await page.get_by_role("button", name="提交投票").click()
-    await expect(page.locator("#outcome")).to_contain_text("投票成功", timeout=DECISION_TIMEOUT_MS)
-
-    calls = await page.evaluate("window.__fetches")
-    vote = next(c for c in calls if c["method"] == "POST" and c["url"].endswith("/votes"))
-    looks = [c for c in calls if c["method"] == "GET" and "/api/v1/votes/" in c["url"]]
-    assert looks, "the page asked for the decision"
-    assert looks[0]["start"] - vote["end"] >= 290, (vote, looks)
-
-
 async def vote_good(page: Page, secret: str) -> None:
     """Vote 良 on the open page with the captcha on screen, and see it accepted."""
     ratings = page.get_by_role("group", name="请选择一项评价")
@@ -196,18 +175,23 @@ async def vote_good(page: Page, secret: str) -> None:
     await expect(page.locator("#outcome")).to_contain_text("投票成功", timeout=DECISION_TIMEOUT_MS)
 
 
-async def test_after_a_vote_a_voter_who_has_not_entered_the_draw_costs_no_entry_lookup(
+async def test_after_a_vote_the_page_makes_no_read_that_could_not_tell_it_anything(
     phone: BrowserContext, gateway_url: str, captcha_secret: str
 ) -> None:
-    # Each look at an entry is a read of the lottery's database; an entrant's page looks
-    # after a vote to show the day counted, and there is nothing to show anyone else.
+    # Each look at a vote's status or at a draw entry is a database read. Just after the
+    # 202 the judge has not read the vote yet, so a look then could only say "pending";
+    # and a voter who has not entered the draw has no entry to show the day counted on.
     page = await phone.new_page()
     await page.add_init_script(WATCH_FETCH)
     await page.goto(f"{gateway_url}/polls/{DEMO_POLL}")
     await vote_good(page, captcha_secret)
-    await page.wait_for_timeout(3000)  # past the entrant's look, 2 s after the decision
+    await page.wait_for_timeout(3000)  # past an entrant's look, 2 s after the decision
 
     calls = await page.evaluate("window.__fetches")
+    vote = next(c for c in calls if c["method"] == "POST" and c["url"].endswith("/votes"))
+    looks = [c for c in calls if c["method"] == "GET" and "/api/v1/votes/" in c["url"]]
+    assert looks, "the page asked for the decision"
+    assert looks[0]["start"] - vote["end"] >= 290, (vote, looks)
     assert [c for c in calls if c["url"].endswith("/lottery/entry")] == []
 
 
