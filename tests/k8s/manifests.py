@@ -38,6 +38,9 @@ K8S_VERSIONS = ("1.33.0", "1.37.0")
 
 SERVICES = ("vote-ingest", "antifraud", "tally", "lottery")
 NAMESPACE = "votes"
+# Consumers that also serve many long-lived readers (tally's live-results streams) scale
+# on their CPU as well as on their lag.
+SCALED_ON_CPU_TOO = frozenset({"tally"})
 
 
 # --- loading -----------------------------------------------------------------------------
@@ -281,6 +284,7 @@ def autoscaling_problems(docs: list[Doc], consumes: dict[str, tuple[str, str]]) 
         h["spec"]["scaleTargetRef"]["name"] for h in of_kind(docs, "HorizontalPodAutoscaler")
     }
     scaled: set[str] = set()
+    on_lag: set[str] = set()
     for scaled_object in of_kind(docs, "ScaledObject"):
         spec, where = scaled_object["spec"], ident(scaled_object)
         target = spec["scaleTargetRef"]["name"]
@@ -293,9 +297,12 @@ def autoscaling_problems(docs: list[Doc], consumes: dict[str, tuple[str, str]]) 
         if not 1 <= low <= high:
             problems.append(f"{where}: replicas {low}..{high} (min must be >= 1 and <= max)")
         for trigger in spec["triggers"]:
+            if trigger["type"] == "cpu" and target in SCALED_ON_CPU_TOO:
+                continue  # also serves viewers (its requests are checked with every pod's)
             if trigger["type"] != "kafka":
                 problems.append(f"{where}: trigger {trigger['type']} is not consumer lag")
                 continue
+            on_lag.add(target)
             meta = trigger["metadata"]
             topic, group = meta.get("topic"), meta.get("consumerGroup")
             if (group, topic) != consumes.get(target):
@@ -314,6 +321,8 @@ def autoscaling_problems(docs: list[Doc], consumes: dict[str, tuple[str, str]]) 
     for name in consumes:
         if name not in scaled:
             problems.append(f"Deployment/{name}: not scaled by a ScaledObject")
+        elif name not in on_lag:
+            problems.append(f"Deployment/{name}: not scaled on its consumer lag")
     for name in deployments - scaled - hpa_targets:
         problems.append(f"Deployment/{name}: no autoscaler")
     return problems

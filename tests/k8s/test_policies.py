@@ -161,6 +161,19 @@ def test_scaling_past_the_partitions_is_caught(docs: list[Doc]) -> None:
 
 
 @pytestmark_prod
+def test_scaling_on_cpu_instead_of_lag_is_caught(docs: list[Doc]) -> None:
+    cpu = {"type": "cpu", "metricType": "Utilization", "metadata": {"value": "70"}}
+    broken = copy_docs(docs)
+    named(broken, "ScaledObject", "antifraud")["spec"]["triggers"].append(cpu)
+    tally = named(broken, "ScaledObject", "tally")["spec"]
+    tally["triggers"] = [t for t in tally["triggers"] if t["type"] == "cpu"]
+    assert autoscaling_problems(broken, needs.CONSUMES) == [
+        "ScaledObject/antifraud: trigger cpu is not consumer lag",
+        "Deployment/tally: not scaled on its consumer lag",
+    ]
+
+
+@pytestmark_prod
 def test_fewer_partitions_than_replicas_is_caught(docs: list[Doc]) -> None:
     broken = copy_docs(docs)
     named(broken, "KafkaTopic", "votes-submitted")["spec"]["partitions"] = 12
