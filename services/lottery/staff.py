@@ -19,7 +19,7 @@ from typing import Final
 
 from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
 from starlette.requests import Request
-from starlette.responses import HTMLResponse, RedirectResponse, Response
+from starlette.responses import RedirectResponse, Response
 from starlette.routing import BaseRoute, Mount, Route
 
 from services.lottery import store
@@ -27,12 +27,12 @@ from services.lottery.bodies import parse_draw, parse_erase
 from services.lottery.console_text import STRINGS
 from services.lottery.handlers import Lottery, WinnerRow
 from services.lottery.http import BASE, NO_STORE
-from shared.assets import PAGE_COMPRESSION, VersionedStaticFiles, asset_url, asset_versions
+from shared.assets import HtmlPage, VersionedStaticFiles, asset_url, asset_versions
 from shared.auth import StaffTokens
 from shared.errors import ApiError
 from shared.events import format_utc
 from shared.http import JsonResponse, read_json
-from shared.lang import HTML_LANG, LANG_COOKIE, choose_lang
+from shared.lang import HTML_LANG, LANG_COOKIE, Lang, choose_lang
 
 log = logging.getLogger(__name__)
 
@@ -88,6 +88,7 @@ class StaffDesk:
             undefined=StrictUndefined,
         )
         self._console = env.get_template("staff.html")
+        self._pages: dict[Lang, HtmlPage] = {}
         self._versions = asset_versions(STATIC)
         env.globals["asset"] = functools.partial(asset_url, "/staff/static", self._versions)
 
@@ -178,11 +179,14 @@ class StaffDesk:
     async def console(self, request: Request) -> Response:
         # The page itself holds no data: everything comes from the audited JSON call.
         lang = choose_lang(request.query_params.get("lang"), request.cookies.get(LANG_COOKIE))
-        strings = STRINGS[lang]
-        page = self._console.render(
-            html_lang=HTML_LANG[lang], t=strings.__getitem__, strings=strings
-        )
-        return HTMLResponse(page, headers=PAGE_HEADERS)
+        page = self._pages.get(lang)
+        if page is None:  # the same for every request in a language: rendered once
+            strings = STRINGS[lang]
+            html = self._console.render(
+                html_lang=HTML_LANG[lang], t=strings.__getitem__, strings=strings
+            )
+            page = self._pages[lang] = HtmlPage(html.encode())
+        return page.response(request.headers, PAGE_HEADERS)
 
     def routes(self) -> list[BaseRoute]:
         async def to_console(request: Request) -> Response:
@@ -192,7 +196,7 @@ class StaffDesk:
             Route(BASE + "/draw", self.draw, methods=["POST"]),
             Route(BASE + "/winners.csv", self.export, methods=["GET"]),
             Route("/staff", to_console, methods=["GET"]),
-            Route("/staff/", self.console, methods=["GET"], middleware=PAGE_COMPRESSION),
+            Route("/staff/", self.console, methods=["GET"]),
             Route("/staff/api/polls", self.overview, methods=["GET"]),
             Route("/staff/api/polls/{poll}/erase", self.erase, methods=["POST"]),
             Mount(

@@ -8,7 +8,6 @@ Every asset is served from `/static`: the pages must work on a closed network.
 
 from __future__ import annotations
 
-import gzip
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -25,7 +24,7 @@ from starlette.routing import BaseRoute, Mount, Route
 
 from services.vote_ingest.i18n import js_strings, text, zone_name
 from services.vote_ingest.qr import qr_png
-from shared.assets import VersionedStaticFiles, accepts_gzip, asset_url, asset_versions
+from shared.assets import HtmlPage, VersionedStaticFiles, asset_url, asset_versions
 from shared.catalog import OPTION_LABELS, Catalog, Poll, PollState, Text
 from shared.http import problem
 from shared.lang import HTML_LANG, LANG_COOKIE, LANGS, Lang, choose_lang, parse_lang
@@ -41,7 +40,7 @@ LANG_COOKIE_MAX_AGE: Final = 365 * 24 * 3600
 # from the same origin. A strict policy turns a stray injected tag into a no-op.
 PAGE_HEADERS: Final = {
     "Cache-Control": "no-cache",
-    "Vary": "Cookie, Accept-Encoding",
+    "Vary": "Cookie",
     "Content-Security-Policy": (
         "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
         "connect-src 'self'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'; "
@@ -181,19 +180,13 @@ def page_data(view: PollView, now: datetime, lang: Lang) -> dict[str, Any]:
 
 @dataclass
 class _Rendered:
-    """A page as rendered at `at` (the pages' clock), and its gzip once one is asked for."""
+    """A page as rendered at `at` (the pages' clock)."""
 
     at: datetime
-    body: bytes
-    packed: bytes | None = None
+    page: HtmlPage
 
     def fresh(self, now: datetime) -> bool:
         return timedelta(0) <= now - self.at < PAGE_REUSE
-
-    def gzipped(self) -> bytes:
-        if self.packed is None:
-            self.packed = gzip.compress(self.body, compresslevel=9, mtime=0)
-        return self.packed
 
 
 def page_lang(request: Request) -> tuple[Lang, bool]:
@@ -239,28 +232,25 @@ class Pages:
         self,
         request: Request,
         template: str,
-        context: Callable[[Lang], dict[str, Any]],
+        context: Callable[[Lang, datetime], dict[str, Any]],
         status: int = 200,
         *,
         reuse: bool = False,
     ) -> Response:
         """The page in the visitor's language; with `reuse`, one render per path and
-        language serves for PAGE_REUSE (the page must depend on nothing else)."""
+        language serves for PAGE_REUSE (the page must depend on nothing else). `context`
+        is given the language and the instant the page is rendered at."""
         lang, remember = page_lang(request)
         path = request.url.path
         now = self.clock()
-        page = self._rendered.get((path, lang)) if reuse else None
-        if page is None or not page.fresh(now):
-            body = self._render(template, context(lang), lang, path)
-            page = _Rendered(now, body.encode())
+        rendered = self._rendered.get((path, lang)) if reuse else None
+        if rendered is None or not rendered.fresh(now):
+            body = self._render(template, context(lang, now), lang, path)
+            rendered = _Rendered(now, HtmlPage(body.encode()))
             if reuse:
-                self._rendered[path, lang] = page
+                self._rendered[path, lang] = rendered
         headers = {**PAGE_HEADERS, "Content-Language": HTML_LANG[lang]}
-        if accepts_gzip(request.headers.get("accept-encoding", "")):
-            headers["Content-Encoding"] = "gzip"
-            response = Response(page.gzipped(), status, headers, media_type="text/html")
-        else:
-            response = Response(page.body, status, headers, media_type="text/html")
+        response = rendered.page.response(request.headers, headers, status)
         if remember:
             response.set_cookie(
                 LANG_COOKIE, lang, max_age=LANG_COOKIE_MAX_AGE, samesite="lax", httponly=True
@@ -280,9 +270,7 @@ class Pages:
         return self.env.get_template(template).render(**base, **context)
 
     async def index(self, request: Request) -> Response:
-        now = self.clock()
-
-        def context(lang: Lang) -> dict[str, Any]:
+        def context(lang: Lang, now: datetime) -> dict[str, Any]:
             views = [
                 poll_view(p, now, lang, self.summaries[p.id, lang]) for p in self.catalog.polls
             ]
@@ -299,10 +287,9 @@ class Pages:
             if meant is not None:
                 query = request.url.query
                 return RedirectResponse(f"{meant}?{query}" if query else meant, 301)
-            return self.render(request, "not_found.html", lambda lang: {}, status=404)
-        now = self.clock()
+            return self.render(request, "not_found.html", lambda lang, now: {}, status=404)
 
-        def context(lang: Lang) -> dict[str, Any]:
+        def context(lang: Lang, now: datetime) -> dict[str, Any]:
             view = poll_view(poll, now, lang, self.summaries[poll.id, lang])
             description = self.descriptions[poll.id, lang]
             return {"view": view, "data": page_data(view, now, lang), "description": description}
