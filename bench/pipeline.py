@@ -59,6 +59,7 @@ from bench.observe import (
     vote_times,
     worst_waits,
 )
+from scripts.stack.settings import BACKGROUND_NICE
 from shared.drain import PipelineProbe
 
 log = logging.getLogger("bench")
@@ -106,7 +107,11 @@ QUICK_PLAN = PipelinePlan(
 
 
 class Services:
-    """The pipeline's four services, launched by the bench like the ingest benchmark's."""
+    """The pipeline's four services, launched by the bench like the ingest benchmark's.
+
+    The consumers run behind the edge (``BACKGROUND_NICE``), as the local stack runs
+    them: the voter waits on the edge, the consumers have seconds of room.
+    """
 
     def __init__(self, env: BenchEnv) -> None:
         self.env = env
@@ -118,7 +123,14 @@ class Services:
         else:
             port = free_port()
             service_env = {**self.env.service_env, f"{name.upper()}_PORT": str(port)}
-            process = launch(name, [f"services.{name}.main"], service_env, port, self.env.log_dir)
+            process = launch(
+                name,
+                [f"services.{name}.main"],
+                service_env,
+                port,
+                self.env.log_dir,
+                nice=BACKGROUND_NICE,
+            )
         self.running[name] = process
         return process
 

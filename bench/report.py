@@ -390,7 +390,9 @@ METHOD = """\
   tree and for the bench process itself over the steady part.
 - Whole pipeline (`bench/pipeline.py`): the four services are launched by the bench
   with the bench's catalog, their consumer groups first moved to the topics' ends, and
-  driven through vote_ingest with the same mix. Delays are per vote, from the services'
+  driven through vote_ingest with the same mix. As in the local stack, antifraud, tally,
+  the lottery and Postgres run at nice 5 behind the edge and Kafka (on a cluster, pods
+  with CPU requests of their own). Delays are per vote, from the services'
   own tables (`decided_at`, `counted_at`, `recorded_at` against `received_at`); lag in
   records is read from the broker every second; a consumer is stopped with SIGTERM and
   started again by the bench; memory is RSS and PSS from `/proc` for each process tree

@@ -1,14 +1,15 @@
-"""The bench's reading of a process tree's CPU time."""
+"""The bench's reading of a process tree's CPU time, and how it launches servers."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import textwrap
 import time
 from pathlib import Path
 
-from bench.env import REPO, process_tree, process_tree_cpu
+from bench.env import REPO, free_port, launch, process_tree, process_tree_cpu
 
 BUSY = "import time\nwhile time.process_time() < 0.5: pass"
 
@@ -70,3 +71,13 @@ def test_sigterm_unwinds_the_bench_so_its_clean_up_runs(tmp_path: Path) -> None:
     )
     assert done.returncode == 130
     assert marker.read_text() == "stopped"
+
+
+def test_a_server_launched_behind_the_bench_runs_at_the_added_niceness(tmp_path: Path) -> None:
+    port = free_port()
+    args = ["http.server", "--bind", "127.0.0.1", "--directory", str(tmp_path), str(port)]
+    server = launch("niced", args, os.environ, port, tmp_path, ready_path="/", nice=3)
+    try:
+        assert os.getpriority(os.PRIO_PROCESS, server.pid) == os.getpriority(os.PRIO_PROCESS, 0) + 3
+    finally:
+        server.stop()
