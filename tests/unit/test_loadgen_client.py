@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
 import uuid
 from collections.abc import AsyncIterator
@@ -129,3 +130,17 @@ async def test_a_stopped_run_reports_only_the_votes_it_sent(server_url: str) -> 
     assert [vote.seq for vote in report.sent] == list(range(len(report.sent)))
     assert len(report.acknowledged) == len(report.sent)
     assert report.book.histogram.get_total_count() == len(report.sent)
+
+
+async def test_the_votes_of_a_run_are_out_of_the_collectors_reach_while_it_sends(
+    server_url: str,
+) -> None:
+    config = _minting(server_url, rate=200, duration=30, seed=5)
+    stop, started = asyncio.Event(), asyncio.Event()
+    run = asyncio.create_task(run_load(config, stop=stop, started=started))
+    await asyncio.wait_for(started.wait(), timeout=30)
+    frozen_while_sending = gc.get_freeze_count()
+    stop.set()
+    await asyncio.wait_for(run, timeout=10)
+    assert frozen_while_sending >= 30 * 200  # a record per planned vote, at least
+    assert gc.get_freeze_count() == 0
