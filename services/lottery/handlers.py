@@ -191,6 +191,7 @@ class Lottery:
             "phone_masked": mask_phone(phone),
             "name_masked": mask_name(name),
             "days": mine.days,
+            "last_day": mine.last_day.isoformat() if mine.last_day else None,
         }
 
     def _seal(self, poll_id: str, eid: str, name: str, phone: str) -> store.SealedEntry:

@@ -52,6 +52,9 @@ class SealedEntry:
 class VoterEntry:
     entry: SealedEntry
     days: int
+    # The latest day counted: a page that has just seen a vote accepted knows from it
+    # whether that vote's day is counted yet.
+    last_day: date | None
 
 
 @dataclass(frozen=True)
@@ -187,9 +190,9 @@ async def _drop_if_orphaned(conn: PoolConnectionProxy, poll_id: str, entry_id: s
         )
 
 
-# Days of an entry: the distinct days of every voter id linked to it.
+# Days of an entry: the distinct days of every voter id linked to it, and the latest.
 _ENTRY_DAYS = """
-SELECT count(DISTINCT d.day)
+SELECT count(DISTINCT d.day) AS days, max(d.day) AS last_day
 FROM entry_voters l
 JOIN voter_days d ON d.poll_id = l.poll_id AND d.voter_id = l.voter_id
 WHERE l.poll_id = e.poll_id AND l.entry_id = e.entry_id
@@ -198,8 +201,9 @@ WHERE l.poll_id = e.poll_id AND l.entry_id = e.entry_id
 
 async def entry_of_voter(pool: asyncpg.Pool, poll_id: str, voter_id: str) -> VoterEntry | None:
     row = await pool.fetchrow(
-        f"SELECT e.entry_id, e.name_sealed, e.phone_sealed, ({_ENTRY_DAYS}) AS days"  # noqa: S608 (constant SQL)
+        "SELECT e.entry_id, e.name_sealed, e.phone_sealed, c.days, c.last_day"  # noqa: S608 (constant SQL)
         " FROM entry_voters v JOIN entries e USING (poll_id, entry_id)"
+        f" CROSS JOIN LATERAL ({_ENTRY_DAYS}) c"
         " WHERE v.poll_id = $1 AND v.voter_id = $2",
         poll_id,
         voter_id,
@@ -207,7 +211,7 @@ async def entry_of_voter(pool: asyncpg.Pool, poll_id: str, voter_id: str) -> Vot
     if row is None:
         return None
     entry = SealedEntry(row["entry_id"], row["name_sealed"], row["phone_sealed"])
-    return VoterEntry(entry, row["days"])
+    return VoterEntry(entry, row["days"], row["last_day"])
 
 
 async def weights(db: Db, poll_id: str) -> dict[str, int]:

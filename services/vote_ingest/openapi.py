@@ -154,6 +154,7 @@ def _schemas() -> dict[str, Any]:
                 "entry_id": {"type": "string"},
                 "phone_masked": {"type": "string"},
                 "days": {"type": "integer"},
+                "last_day": {"type": ["string", "null"], "format": "date"},
             },
         },
     }

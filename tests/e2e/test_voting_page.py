@@ -212,6 +212,48 @@ async def test_an_entrant_sees_the_day_counted_after_voting(
     await expect(status).to_contain_text("已计入投票天数：1 天", timeout=10_000)
 
 
+async def test_an_entrant_sees_the_day_counted_when_the_draw_counts_it_late(
+    phone: BrowserContext, gateway_url: str, captcha_secret: str
+) -> None:
+    # The lottery is behind (restarting, catching up): the entry still lacks the day of a
+    # vote already accepted when the page first looks, 2 s after the decision.
+    number = "136" + "".join(random.choices(string.digits, k=8))
+    page = await phone.new_page()
+    stale_answers = 1
+    counted_looks: list[float] = []
+
+    async def lagging_lottery(route: Route) -> None:
+        nonlocal stale_answers
+        if route.request.method != "GET":
+            await route.continue_()
+            return
+        response = await route.fetch()
+        entry = await response.json()
+        if entry.get("days") and stale_answers:
+            stale_answers -= 1
+            await route.fulfill(response=response, json={**entry, "days": 0, "last_day": None})
+            return
+        if entry.get("days"):
+            counted_looks.append(asyncio.get_running_loop().time())
+        await route.fulfill(response=response)
+
+    await page.route(re.compile(rf".*/api/v1/polls/{DEMO_POLL}/lottery/entry$"), lagging_lottery)
+    await page.goto(f"{gateway_url}/polls/{DEMO_POLL}")
+    await page.get_by_label("姓名").fill("钱八")
+    await page.get_by_label("手机号码").fill(number)
+    await page.get_by_role("button", name="报名抽奖").click()
+    status = page.locator("#lottery-status")
+    await expect(status).to_contain_text("已计入投票天数：0 天")
+
+    await vote_good(page, captcha_secret)
+    await expect(status).to_contain_text("已计入投票天数：1 天", timeout=25_000)
+    assert stale_answers == 0, "the first look was answered as the lagging lottery would"
+    # Once the day shows as counted the page stops looking (the next look would have come
+    # 4.5 s after the last).
+    await page.wait_for_timeout(5000)
+    assert len(counted_looks) == 1, counted_looks
+
+
 def count_captcha_requests(page: Page) -> list[str]:
     """A list that fills with the captcha requests `page` makes from now on."""
     seen: list[str] = []

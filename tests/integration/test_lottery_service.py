@@ -137,9 +137,13 @@ class Lottery:
             [(e.voter_id.encode(), e.model_dump_json().encode()) for e in events],
         )
 
-    async def days(self, poll: str, headers: dict[str, str]) -> int | None:
+    async def entry(self, poll: str, headers: dict[str, str]) -> dict[str, Any] | None:
         response = await self.client.get(f"/api/v1/polls/{poll}/lottery/entry", headers=headers)
-        return int(response.json()["days"]) if response.status_code == 200 else None
+        return dict(response.json()) if response.status_code == 200 else None
+
+    async def days(self, poll: str, headers: dict[str, str]) -> int | None:
+        entry = await self.entry(poll, headers)
+        return int(entry["days"]) if entry is not None else None
 
     async def wait_days(self, poll: str, headers: dict[str, str], expected: int) -> None:
         async def check() -> bool:
@@ -327,6 +331,21 @@ async def test_a_number_from_two_voter_ids_has_the_union_of_their_days(during: L
     assert moved["entry_id"] != made["entry_id"]
     assert await lottery.days("union", first_headers) == 2
     assert await lottery.days("union", second_headers) == 2
+
+
+async def test_an_entry_says_the_latest_day_it_counts(during: Lottery) -> None:
+    lottery = during
+    voter, headers = lottery.voter()
+    await lottery.enter("union", headers, random_phone(), "孙七")
+    fresh = await lottery.entry("union", headers)
+    assert fresh is not None
+    assert (fresh["days"], fresh["last_day"]) == (0, None)
+
+    await lottery.votes("union", voter, day(4), day(2))  # the later day arrives first
+    await lottery.wait_days("union", headers, 2)
+    counted = await lottery.entry("union", headers)
+    assert counted is not None
+    assert counted["last_day"] == "2021-12-24"
 
 
 async def test_entries_answer_201_then_200_and_refuse_bad_input(during: Lottery) -> None:

@@ -426,9 +426,24 @@
       lines.push(link);
     }
     showOutcome("accepted", S.accepted_title, lines);
-    // The draw counts days from accepted votes; give the lottery service a moment, then
-    // show an entrant the day counted. A voter who has not entered has nothing to show.
-    if (D.lottery && lotteryEntered) setTimeout(refreshEntry, 2000);
+    // A voter who has not entered the draw has no day count to show.
+    if (D.lottery && lotteryEntered) followEntry(decision.day);
+  }
+
+  // The draw counts days from accepted votes a moment after their decision, and longer
+  // while the lottery service catches up. Show an entrant the vote's day counted: look
+  // 2 s after the decision, then less and less often until the entry counts that day,
+  // for a minute at most (about eight reads).
+  function followEntry(day) {
+    const deadline = Date.now() + 60000;
+    let delay = 2000;
+    const look = async () => {
+      const entry = await refreshEntry();
+      if (entry && (!day || (entry.last_day && entry.last_day >= day))) return;
+      delay = Math.min(delay * 1.5, 10000);
+      if (Date.now() + delay <= deadline) setTimeout(look, delay);
+    };
+    setTimeout(look, delay);
   }
 
   const REASONS = {
@@ -805,14 +820,18 @@
     fill(status, ...lines);
   }
 
+  // Looks this voter's entry up and shows it; the entry, or null when there is none to
+  // show (no identity yet, no entry, or the lookup failed).
   async function refreshEntry() {
-    if (!$("lottery") || !savedSession()) return; // no identity yet: nothing to look up
+    if (!$("lottery") || !savedSession()) return null; // no identity: nothing to look up
     try {
       const response = await asVoter("GET", POLL_PATH + "/lottery/entry");
+      if (!response.ok || !response.data) return null;
       // A lookup that lands late must not close the form under a voter correcting it.
-      if (response.ok && response.data && !correctingEntry) showEntry(response.data);
+      if (!correctingEntry) showEntry(response.data);
+      return response.data;
     } catch {
-      // the form stays available; nothing to tell the voter
+      return null; // the form stays available; nothing to tell the voter
     }
   }
 
