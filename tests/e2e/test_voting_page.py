@@ -254,6 +254,39 @@ async def test_an_entrant_sees_the_day_counted_when_the_draw_counts_it_late(
     assert len(counted_looks) == 1, counted_looks
 
 
+async def test_an_entrant_whose_entry_did_not_load_sees_the_day_counted_after_voting(
+    phone: BrowserContext, gateway_url: str, captcha_secret: str
+) -> None:
+    number = "135" + "".join(random.choices(string.digits, k=8))
+    page = await phone.new_page()
+    await page.goto(f"{gateway_url}/polls/{DEMO_POLL}")
+    await page.get_by_label("姓名").fill("孙九")
+    await page.get_by_label("手机号码").fill(number)
+    await page.get_by_role("button", name="报名抽奖").click()
+    status = page.locator("#lottery-status")
+    await expect(status).to_contain_text("已计入投票天数：0 天")
+
+    # Back later on a bad connection: the entry's lookup at load is lost.
+    failed_lookups = 0
+
+    async def lost_once(route: Route) -> None:
+        nonlocal failed_lookups
+        if route.request.method == "GET" and not failed_lookups:
+            failed_lookups += 1
+            await route.abort("connectionreset")
+            return
+        await route.continue_()
+
+    await page.route(re.compile(rf".*/api/v1/polls/{DEMO_POLL}/lottery/entry$"), lost_once)
+    await page.reload()
+    await expect(page.get_by_label("手机号码")).to_be_visible()  # not known as entered
+    assert failed_lookups == 1
+
+    await vote_good(page, captcha_secret)
+    await expect(status).to_contain_text(f"已报名：{number[:3]}****{number[-4:]}")
+    await expect(status).to_contain_text("已计入投票天数：1 天", timeout=25_000)
+
+
 def count_captcha_requests(page: Page) -> list[str]:
     """A list that fills with the captcha requests `page` makes from now on."""
     seen: list[str] = []

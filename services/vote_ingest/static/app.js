@@ -426,19 +426,21 @@
       lines.push(link);
     }
     showOutcome("accepted", S.accepted_title, lines);
-    // A voter who has not entered the draw has no day count to show.
-    if (D.lottery && lotteryEntered) followEntry(decision.day);
+    // A voter who has not entered the draw has no day count to show; one whose entry
+    // could not be looked up when the page loaded may have one.
+    if (D.lottery && (lotteryEntered || entryUnknown)) followEntry(decision.day);
   }
 
   // The draw counts days from accepted votes a moment after their decision, and longer
   // while the lottery service catches up. Show an entrant the vote's day counted: look
   // 2 s after the decision, then less and less often until the entry counts that day,
-  // for a minute at most (about eight reads).
+  // for a minute at most (about eight reads), or until the service says there is none.
   function followEntry(day) {
     const deadline = Date.now() + 60000;
     let delay = 2000;
     const look = async () => {
       const entry = await refreshEntry();
+      if (entry === false) return;
       if (entry && (!day || (entry.last_day && entry.last_day >= day))) return;
       delay = Math.min(delay * 1.5, 10000);
       if (Date.now() + delay <= deadline) setTimeout(look, delay);
@@ -784,6 +786,7 @@
   // ---- Prize draw entry ----
 
   let lotteryEntered = false;
+  let entryUnknown = false; // the last look for this voter's entry failed
   let myEntryId = null;
   let correctingEntry = false; // the voter has opened the form to change their entry
 
@@ -820,17 +823,19 @@
     fill(status, ...lines);
   }
 
-  // Looks this voter's entry up and shows it; the entry, or null when there is none to
-  // show (no identity yet, no entry, or the lookup failed).
+  // Looks this voter's entry up and shows it: the entry; false when the voter has none
+  // (no identity yet, or the service says so); null when the lookup failed.
   async function refreshEntry() {
-    if (!$("lottery") || !savedSession()) return null; // no identity: nothing to look up
+    if (!$("lottery") || !savedSession()) return false; // no identity: no entry
     try {
       const response = await asVoter("GET", POLL_PATH + "/lottery/entry");
-      if (!response.ok || !response.data) return null;
+      entryUnknown = !response.ok && response.status !== 404;
+      if (!response.ok || !response.data) return entryUnknown ? null : false;
       // A lookup that lands late must not close the form under a voter correcting it.
       if (!correctingEntry) showEntry(response.data);
       return response.data;
     } catch {
+      entryUnknown = true;
       return null; // the form stays available; nothing to tell the voter
     }
   }
