@@ -195,21 +195,30 @@ async def test_after_a_vote_the_page_makes_no_read_that_could_not_tell_it_anythi
     assert [c for c in calls if c["url"].endswith("/lottery/entry")] == []
 
 
-async def test_an_entrant_sees_the_day_counted_after_voting(
-    phone: BrowserContext, gateway_url: str, captcha_secret: str
-) -> None:
-    number = "139" + "".join(random.choices(string.digits, k=8))  # never entered before
-    page = await phone.new_page()
+async def enter_the_draw(page: Page, gateway_url: str, name: str, prefix: str) -> str:
+    """Open the voting page and enter the draw with a number never entered before; the
+    number."""
+    number = prefix + "".join(random.choices(string.digits, k=8))
     await page.goto(f"{gateway_url}/polls/{DEMO_POLL}")
-    await page.get_by_label("姓名").fill("赵六")
+    await page.get_by_label("姓名").fill(name)
     await page.get_by_label("手机号码").fill(number)
     await page.get_by_role("button", name="报名抽奖").click()
     status = page.locator("#lottery-status")
     await expect(status).to_contain_text(f"已报名：{number[:3]}****{number[-4:]}")
     await expect(status).to_contain_text("已计入投票天数：0 天")
+    return number
+
+
+async def test_an_entrant_sees_the_day_counted_after_voting(
+    phone: BrowserContext, gateway_url: str, captcha_secret: str
+) -> None:
+    page = await phone.new_page()
+    await enter_the_draw(page, gateway_url, "赵六", "139")
 
     await vote_good(page, captcha_secret)
-    await expect(status).to_contain_text("已计入投票天数：1 天", timeout=10_000)
+    await expect(page.locator("#lottery-status")).to_contain_text(
+        "已计入投票天数：1 天", timeout=10_000
+    )
 
 
 async def test_an_entrant_sees_the_day_counted_when_the_draw_counts_it_late(
@@ -217,7 +226,6 @@ async def test_an_entrant_sees_the_day_counted_when_the_draw_counts_it_late(
 ) -> None:
     # The lottery is behind (restarting, catching up): the entry still lacks the day of a
     # vote already accepted when the page first looks, 2 s after the decision.
-    number = "136" + "".join(random.choices(string.digits, k=8))
     page = await phone.new_page()
     stale_answers = 1
     counted_looks: list[float] = []
@@ -238,14 +246,10 @@ async def test_an_entrant_sees_the_day_counted_when_the_draw_counts_it_late(
         await route.fulfill(response=response)
 
     await page.route(re.compile(rf".*/api/v1/polls/{DEMO_POLL}/lottery/entry$"), lagging_lottery)
-    await page.goto(f"{gateway_url}/polls/{DEMO_POLL}")
-    await page.get_by_label("姓名").fill("钱八")
-    await page.get_by_label("手机号码").fill(number)
-    await page.get_by_role("button", name="报名抽奖").click()
-    status = page.locator("#lottery-status")
-    await expect(status).to_contain_text("已计入投票天数：0 天")
+    await enter_the_draw(page, gateway_url, "钱八", "136")
 
     await vote_good(page, captcha_secret)
+    status = page.locator("#lottery-status")
     await expect(status).to_contain_text("已计入投票天数：1 天", timeout=25_000)
     assert stale_answers == 0, "the first look was answered as the lagging lottery would"
     # Once the day shows as counted the page stops looking (the next look would have come
@@ -257,14 +261,8 @@ async def test_an_entrant_sees_the_day_counted_when_the_draw_counts_it_late(
 async def test_an_entrant_whose_entry_did_not_load_sees_the_day_counted_after_voting(
     phone: BrowserContext, gateway_url: str, captcha_secret: str
 ) -> None:
-    number = "135" + "".join(random.choices(string.digits, k=8))
     page = await phone.new_page()
-    await page.goto(f"{gateway_url}/polls/{DEMO_POLL}")
-    await page.get_by_label("姓名").fill("孙九")
-    await page.get_by_label("手机号码").fill(number)
-    await page.get_by_role("button", name="报名抽奖").click()
-    status = page.locator("#lottery-status")
-    await expect(status).to_contain_text("已计入投票天数：0 天")
+    number = await enter_the_draw(page, gateway_url, "孙九", "135")
 
     # Back later on a bad connection: the entry's lookup at load is lost.
     failed_lookups = 0
@@ -283,6 +281,7 @@ async def test_an_entrant_whose_entry_did_not_load_sees_the_day_counted_after_vo
     assert failed_lookups == 1
 
     await vote_good(page, captcha_secret)
+    status = page.locator("#lottery-status")
     await expect(status).to_contain_text(f"已报名：{number[:3]}****{number[-4:]}")
     await expect(status).to_contain_text("已计入投票天数：1 天", timeout=25_000)
 
