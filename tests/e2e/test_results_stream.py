@@ -24,7 +24,7 @@ import httpx
 import pytest
 
 from shared.captcha import expected_answer, issue
-from tests.support.http import minted_voter
+from tests.support.http import async_client_from, minted_voter
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
@@ -33,6 +33,10 @@ VOTES_PER_SECOND = 3.0
 WINDOW = 15.0  # seconds of each measurement
 WARM_UP = 3.0
 CONNECT_BATCH = 100
+# Viewers come from many addresses, as the public's phones do: the gateway holds at most
+# STREAMS_PER_ADDRESS streams for one client address (deploy/local/nginx.conf.in).
+VIEWERS_PER_ADDRESS = 100
+STREAMS_PER_ADDRESS = 200
 # The hub publishes at most one update a second; a viewer in a window of WINDOW seconds
 # with votes flowing gets about WINDOW of them. At least a fifth of that is "receiving
 # updates"; more than WINDOW + 2 breaks the once-a-second promise.
@@ -100,11 +104,17 @@ async def _chunks(reader: asyncio.StreamReader, chunked: bool) -> AsyncIterator[
         yield (await reader.readexactly(size + 2))[:-2]
 
 
-async def watch(host: str, port: int, path: str, viewer: Viewer) -> None:
-    """Hold one stream open and record every results event until cancelled."""
+def viewer_address(index: int) -> str:
+    """The loopback address the index-th viewer connects from."""
+    return f"127.0.0.{10 + index // VIEWERS_PER_ADDRESS}"
+
+
+async def watch(host: str, port: int, path: str, viewer: Viewer, source: str) -> None:
+    """Hold one stream open from the address `source` and record every results event
+    until cancelled."""
     writer: asyncio.StreamWriter | None = None
     try:
-        reader, writer = await asyncio.open_connection(host, port)
+        reader, writer = await asyncio.open_connection(host, port, local_addr=(source, 0))
         writer.write(_request(host, port, path))
         await writer.drain()
         head = (await reader.readuntil(b"\r\n\r\n")).decode("latin-1").lower()
@@ -213,7 +223,7 @@ async def test_a_thousand_viewers_get_live_updates_at_the_database_cost_of_one(
     conn = await asyncpg.connect(database_url)
     voting: asyncio.Task[None] | None = None
     try:
-        tasks.append(asyncio.create_task(watch(host, port, path, viewers[0])))
+        tasks.append(asyncio.create_task(watch(host, port, path, viewers[0], viewer_address(0))))
         await _until(lambda: viewers[0].updates or viewers[0].error, 10, "the first update")
         assert viewers[0].status == 200, viewers[0]
         assert viewers[0].content_type.startswith("text/event-stream"), viewers[0]
@@ -227,8 +237,10 @@ async def test_a_thousand_viewers_get_live_updates_at_the_database_cost_of_one(
         one_updates = viewers[0].updates_between(one_started, time.monotonic())
 
         for start in range(1, VIEWERS, CONNECT_BATCH):
-            for viewer in viewers[start : start + CONNECT_BATCH]:
-                tasks.append(asyncio.create_task(watch(host, port, path, viewer)))
+            for index in range(start, min(start + CONNECT_BATCH, VIEWERS)):
+                viewer = viewers[index]
+                source = viewer_address(index)
+                tasks.append(asyncio.create_task(watch(host, port, path, viewer, source)))
             await asyncio.sleep(0.2)
         await _until(
             lambda: all(v.updates or v.error for v in viewers), 60, "every viewer's first update"
@@ -270,3 +282,41 @@ async def test_a_thousand_viewers_get_live_updates_at_the_database_cost_of_one(
         f"(seq {many.seq:.2f}, idx {many.idx:.2f})"
     )
     print(f"tally.counts scans/s: one viewer {one}, {VIEWERS} viewers {many}")
+
+
+async def test_one_address_holds_a_bounded_number_of_streams_and_others_get_theirs(
+    gateway_url: str,
+) -> None:
+    # A script on one address could otherwise take every stream a tally replica holds
+    # (RESULTS_STREAM_MAX_VIEWERS) from the public.
+    poll = await _open_poll(gateway_url)
+    target = urlsplit(gateway_url)
+    host, port = str(target.hostname), int(target.port or 80)
+    path = f"/api/v1/polls/{poll['id']}/results/stream"
+    crowd, neighbour = "127.0.0.50", "127.0.0.51"
+    viewers = [Viewer() for _ in range(STREAMS_PER_ADDRESS)]
+    tasks = [asyncio.create_task(watch(host, port, path, v, crowd)) for v in viewers]
+    try:
+        await _until(lambda: all(v.updates or v.error for v in viewers), 30, "every stream")
+        assert {v.status for v in viewers} == {200}, [v for v in viewers if v.status != 200][:3]
+
+        async with async_client_from(gateway_url, crowd) as client:
+            refused = await client.get(path)
+            document = await client.get(f"/api/v1/polls/{poll['id']}/results")
+        assert refused.status_code == 429, refused.text
+        assert refused.headers["content-type"].startswith("application/problem+json")
+        assert refused.json()["code"] == "rate_limited"
+        assert refused.headers["retry-after"] == "1"
+        # The page falls back to reading the results document, which stays open to it.
+        assert document.status_code == 200, document.text
+
+        async with (
+            async_client_from(gateway_url, neighbour) as client,
+            client.stream("GET", path) as stream,
+        ):
+            assert stream.status_code == 200
+            assert stream.headers["content-type"].startswith("text/event-stream")
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)

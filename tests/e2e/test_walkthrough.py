@@ -28,6 +28,7 @@ from tests.support.http import (
     Voter,
     assert_problem,
     cast_vote,
+    client_from,
     eventually,
     new_captcha,
     new_voter,
@@ -123,6 +124,39 @@ def test_a_status_url_no_vote_was_issued_gets_404_not_pending_forever(
 ) -> None:
     response = client.get(f"/api/v1/votes/{vote_id}")
     assert_problem(response, 404, "unknown_vote")
+
+
+# The gateway answers this many lookups from one address at once before it slows them
+# to its rate (deploy/local/nginx.conf.in): room for a carrier NAT address's voters.
+LOOKUP_BURST = 500
+
+
+def test_a_flood_of_lookups_from_one_address_gets_429_and_its_neighbours_do_not(
+    gateway_url: str, poll: dict[str, Any]
+) -> None:
+    # Each look at a vote's decision or a draw entry is a database read.
+    with client_from(gateway_url, "127.0.0.60") as flooder:
+        answered = 0
+        refused: httpx.Response | None = None
+        while refused is None and answered < 20 * LOOKUP_BURST:
+            response = flooder.get("/api/v1/votes/not-a-vote-id")
+            if response.status_code == 429:
+                refused = response
+            else:
+                assert_problem(response, 404, "unknown_vote")
+                answered += 1
+        assert refused is not None, f"{answered} lookups from one address, none refused"
+        assert answered >= LOOKUP_BURST
+        assert_problem(refused, 429, "rate_limited")
+        assert refused.headers["retry-after"] == "1"
+        # The draw's reads share the budget: back to back, they are refused too.
+        draws = [flooder.get(f"/api/v1/polls/{poll['id']}/lottery") for _ in range(20)]
+        assert 429 in {r.status_code for r in draws}
+
+    with client_from(gateway_url, "127.0.0.61") as neighbour:
+        assert_problem(neighbour.get("/api/v1/votes/not-a-vote-id"), 404, "unknown_vote")
+        draw = neighbour.get(f"/api/v1/polls/{poll['id']}/lottery")
+        assert draw.status_code != 429, draw.text
 
 
 def test_a_second_vote_the_same_day_is_refused_with_when_to_come_back(

@@ -45,6 +45,19 @@ def gateway_client(gateway_url: str, timeout: float = 10.0) -> httpx.Client:
     return httpx.Client(base_url=gateway_url, timeout=timeout, trust_env=False)
 
 
+def client_from(gateway_url: str, source: str) -> httpx.Client:
+    """A client on the gateway whose requests come from the loopback address `source`
+    (the gateway bounds some calls per client address)."""
+    transport = httpx.HTTPTransport(local_address=source)
+    return httpx.Client(base_url=gateway_url, transport=transport, trust_env=False, timeout=10)
+
+
+def async_client_from(gateway_url: str, source: str) -> httpx.AsyncClient:
+    """:func:`client_from`, for asyncio."""
+    transport = httpx.AsyncHTTPTransport(local_address=source)
+    return httpx.AsyncClient(base_url=gateway_url, transport=transport, trust_env=False)
+
+
 def new_voter(client: httpx.Client) -> Voter:
     """An anonymous device identity from POST /api/v1/session."""
     response = client.post("/api/v1/session")
