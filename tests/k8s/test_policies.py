@@ -80,8 +80,15 @@ def test_ingress_limits_and_restrictions(docs: list[Doc], overlay: str) -> None:
         for i in of_kind(docs, "Ingress")
     }
     prefix = "nginx.ingress.kubernetes.io/"
-    for name in ("votes-public", "votes-results-stream"):
+    for name in ("votes-public", "votes-lookups", "votes-results-stream"):
         assert annotations[name][prefix + "proxy-body-size"] == "4k"
+    # The same bounds per client address as the local gateway's (deploy/local).
+    lookups = annotations["votes-lookups"]
+    assert (lookups[prefix + "limit-rps"], lookups[prefix + "limit-burst-multiplier"]) == (
+        "50",
+        "10",
+    )
+    assert annotations["votes-results-stream"][prefix + "limit-connections"] == "200"
     assert annotations["votes-staff"][prefix + "proxy-body-size"] == "16k"
     assert annotations["votes-results-stream"][prefix + "proxy-buffering"] == "off"
     assert int(annotations["votes-results-stream"][prefix + "proxy-read-timeout"]) >= 600
