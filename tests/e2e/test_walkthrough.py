@@ -128,7 +128,7 @@ def test_a_status_url_no_vote_was_issued_gets_404_not_pending_forever(
 
 # The gateway answers this many lookups from one address at once before it slows them
 # to its rate (deploy/local/nginx.conf.in): room for a carrier NAT address's voters.
-LOOKUP_BURST = 500
+LOOKUP_BURST = 1000
 
 
 def test_a_flood_of_lookups_from_one_address_gets_429_and_its_neighbours_do_not(

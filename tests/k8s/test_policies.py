@@ -85,7 +85,7 @@ def test_ingress_limits_and_restrictions(docs: list[Doc], overlay: str) -> None:
     # The same bounds per client address as the local gateway's (deploy/local).
     lookups = annotations["votes-lookups"]
     assert (lookups[prefix + "limit-rps"], lookups[prefix + "limit-burst-multiplier"]) == (
-        "50",
+        "100",
         "10",
     )
     assert annotations["votes-results-stream"][prefix + "limit-connections"] == "200"
